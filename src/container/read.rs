@@ -1,0 +1,342 @@
+//! Reading archives: validate the frame and index, decode chunks in parallel,
+//! stream the original file back out, verify every checksum.
+
+use super::format::*;
+use crate::codec::{self, ChunkInfo, Codec};
+use crate::error::{Error, Result, ResultExt};
+use crate::io::hex;
+use crate::tensor::{DType, numel};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// An archive held in memory (usually a memory map), with its validated index.
+pub struct Archive<'a> {
+    pub bytes: &'a [u8],
+    pub header: FixedHeader,
+    pub index: Index,
+    dtypes: Vec<DType>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DecodeOptions {
+    /// Check every tensor's sha256 (chunk checksums are always checked).
+    pub check_tensor_hashes: bool,
+    pub progress: bool,
+}
+
+/// What a full decode found.
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    pub bytes: u64,
+    /// sha256 of the bytes written.
+    pub sha256: String,
+}
+
+impl<'a> Archive<'a> {
+    /// Parse and validate the frame and the index. Chunk payloads are checked
+    /// when they are decoded.
+    pub fn open(bytes: &'a [u8]) -> Result<Archive<'a>> {
+        let header = FixedHeader::parse(bytes)?;
+        let trailer = Trailer::parse(bytes)?;
+        let body_end = (bytes.len() - TRAILER_LEN) as u64;
+        let index_end = trailer.index_offset.checked_add(trailer.index_len);
+        if trailer.index_len > MAX_INDEX_LEN
+            || trailer.index_offset < HEADER_LEN as u64
+            || index_end != Some(body_end)
+        {
+            return Err(Error::corrupt(format!(
+                "trailer points at an index of {} bytes at offset {} in a {}-byte archive",
+                trailer.index_len,
+                trailer.index_offset,
+                bytes.len()
+            )));
+        }
+        let json = &bytes[trailer.index_offset as usize..body_end as usize];
+        if xxh3_64(json) != trailer.index_xxh3 {
+            return Err(Error::corrupt("the archive index is damaged (checksum mismatch)"));
+        }
+        let index: Index = serde_json::from_slice(json)
+            .map_err(|e| Error::corrupt(format!("the archive index does not parse: {e}")))?;
+        if index.format_version != header.version {
+            return Err(Error::corrupt(format!(
+                "header says format version {} but the index says {}",
+                header.version, index.format_version
+            )));
+        }
+        let dtypes = validate(&index, trailer.index_offset)?;
+        Ok(Archive { bytes, header, index, dtypes })
+    }
+
+    pub fn header_bytes(&self) -> Result<&'a [u8]> {
+        let s = &self.index.header;
+        let b = &self.bytes[s.offset as usize..(s.offset + s.len) as usize];
+        if xxh3_64(b) != s.xxh3 {
+            return Err(Error::corrupt("the stored safetensors header is damaged (checksum mismatch)"));
+        }
+        Ok(b)
+    }
+
+    fn codec_for(&self, t: usize) -> Result<Box<dyn Codec>> {
+        let r = &self.index.tensors[t];
+        codec::build_recorded(&r.codec, &r.stage_ids).with_context(|| format!("tensor '{}'", r.name))
+    }
+
+    fn chunk_info(&self, t: usize, offset: u64) -> ChunkInfo<'_> {
+        let r = &self.index.tensors[t];
+        ChunkInfo { name: &r.name, dtype: self.dtypes[t], shape: &r.shape, offset }
+    }
+
+    /// Check and decode chunk `c` of tensor `t` into `out`.
+    fn decode_chunk(&self, codec: &dyn Codec, t: usize, c: usize, offset: u64, out: &mut [u8]) -> Result<()> {
+        let r = &self.index.tensors[t];
+        let e = r.chunks[c];
+        let where_ = || {
+            format!(
+                "tensor '{}', chunk {c} of {} (archive bytes {}..{})",
+                r.name,
+                r.chunks.len(),
+                e.offset(),
+                e.offset() + e.encoded_len()
+            )
+        };
+        let payload = &self.bytes[e.offset() as usize..(e.offset() + e.encoded_len()) as usize];
+        if xxh3_64(payload) != e.encoded_xxh3() {
+            return Err(Error::corrupt(format!("{}: checksum mismatch, the archive is damaged", where_())));
+        }
+        codec.decode(&self.chunk_info(t, offset), payload, out).with_context(where_)?;
+        if xxh3_64(out) != e.decoded_xxh3() {
+            return Err(Error::corrupt(format!("{}: decoded bytes do not match their checksum", where_())));
+        }
+        Ok(())
+    }
+
+    /// The tensor whose chunks hold `t`'s bytes (itself, or the one it duplicates).
+    fn storage_of(&self, t: usize) -> usize {
+        self.index.tensors[t].same_as.unwrap_or(t)
+    }
+
+    /// Decode one tensor (random access: only its chunks are read), chunks in
+    /// parallel, checking its sha256.
+    pub fn read_tensor(&self, t: usize) -> Result<Vec<u8>> {
+        let r = &self.index.tensors[t];
+        let src = self.storage_of(t);
+        let codec = self.codec_for(src)?;
+        let rs = &self.index.tensors[src];
+        let mut out = vec![0u8; r.size as usize];
+        let mut slices = Vec::with_capacity(rs.chunks.len());
+        let mut rest = out.as_mut_slice();
+        let mut offset = 0u64;
+        for (c, e) in rs.chunks.iter().enumerate() {
+            let (a, b) = rest.split_at_mut(e.decoded_len() as usize);
+            slices.push((c, offset, a));
+            offset += e.decoded_len();
+            rest = b;
+        }
+        slices
+            .into_par_iter()
+            .try_for_each(|(c, off, buf)| self.decode_chunk(codec.as_ref(), src, c, off, buf))?;
+        if hex(&Sha256::digest(&out)) != r.sha256 {
+            return Err(Error::hash_mismatch(format!("tensor '{}': sha256 does not match", r.name)));
+        }
+        Ok(out)
+    }
+
+    pub fn tensor_index(&self, name: &str) -> Option<usize> {
+        self.index.tensors.iter().position(|t| t.name == name)
+    }
+
+    /// Decode everything in file order into `sink`: the original safetensors
+    /// header, then every tensor. Chunks decode in parallel in windows, so memory
+    /// stays at about 2 × threads × chunk size.
+    pub fn stream(&self, sink: &mut dyn Write, opts: &DecodeOptions) -> Result<StreamReport> {
+        let bar = crate::progress::bytes_bar(self.index.source.size, "decompress", opts.progress);
+        let io_err = |e: std::io::Error| Error::io("writing the output", e);
+        let mut file_hash = Sha256::new();
+        let header = self.header_bytes()?;
+        sink.write_all(header).map_err(io_err)?;
+        file_hash.update(header);
+        let mut written = header.len() as u64;
+        let window = rayon::current_num_threads().max(1) * 2;
+
+        let mut codecs: Vec<Option<Box<dyn Codec>>> = (0..self.index.tensors.len()).map(|_| None).collect();
+        for t in 0..self.index.tensors.len() {
+            let r = &self.index.tensors[t];
+            let src = self.storage_of(t);
+            if codecs[src].is_none() {
+                codecs[src] = Some(self.codec_for(src)?);
+            }
+            let codec = codecs[src].as_deref().expect("just built");
+            let chunks = &self.index.tensors[src].chunks;
+            let mut tensor_hash = opts.check_tensor_hashes.then(Sha256::new);
+            let mut offset = 0u64;
+            let mut c0 = 0;
+            while c0 < chunks.len() {
+                let c1 = (c0 + window).min(chunks.len());
+                let offsets: Vec<u64> = chunks[c0..c1]
+                    .iter()
+                    .scan(offset, |o, e| {
+                        let here = *o;
+                        *o += e.decoded_len();
+                        Some(here)
+                    })
+                    .collect();
+                let decoded: Vec<Result<Vec<u8>>> = (c0..c1)
+                    .into_par_iter()
+                    .zip(offsets.par_iter())
+                    .map(|(c, &off)| {
+                        let mut buf = vec![0u8; chunks[c].decoded_len() as usize];
+                        self.decode_chunk(codec, src, c, off, &mut buf)?;
+                        Ok(buf)
+                    })
+                    .collect();
+                for d in decoded {
+                    let d = match d {
+                        Err(e) if src != t => return Err(e.context(format!("tensor '{}' (stored as a copy)", r.name))),
+                        d => d?,
+                    };
+                    sink.write_all(&d).map_err(io_err)?;
+                    file_hash.update(&d);
+                    if let Some(h) = tensor_hash.as_mut() {
+                        h.update(&d);
+                    }
+                    offset += d.len() as u64;
+                    written += d.len() as u64;
+                    bar.inc(d.len() as u64);
+                }
+                c0 = c1;
+            }
+            if let Some(h) = tensor_hash
+                && hex(&h.finalize()) != r.sha256
+            {
+                return Err(Error::hash_mismatch(format!(
+                    "tensor '{}': sha256 of the decoded bytes does not match the archive",
+                    r.name
+                )));
+            }
+        }
+        sink.flush().map_err(io_err)?;
+        bar.finish_and_clear();
+        let sha256 = hex(&file_hash.finalize());
+        if sha256 != self.index.output_sha256 {
+            return Err(Error::hash_mismatch(format!(
+                "the decoded file's sha256 {sha256} does not match the archive's {}",
+                self.index.output_sha256
+            )));
+        }
+        Ok(StreamReport { bytes: written, sha256 })
+    }
+}
+
+/// Structural checks of an index against the archive it came from.
+fn validate(index: &Index, data_end: u64) -> Result<Vec<DType>> {
+    let h = &index.header;
+    if h.offset < HEADER_LEN as u64 || h.offset.checked_add(h.len).is_none_or(|e| e > data_end) {
+        return Err(Error::corrupt("index: the stored safetensors header lies outside the archive"));
+    }
+    let mut expect_offset = 0u64;
+    let mut dtypes = Vec::with_capacity(index.tensors.len());
+    for (i, t) in index.tensors.iter().enumerate() {
+        let bad = |m: String| Error::corrupt(format!("index: tensor '{}': {m}", t.name));
+        let dtype = DType::from_name(&t.dtype)
+            .map_err(|_| Error::unsupported(format!("tensor '{}': unknown dtype '{}'", t.name, t.dtype)))?;
+        let n = numel(&t.shape).map_err(|e| bad(e.message().to_string()))?;
+        let len = dtype.byte_len(n).map_err(|e| bad(e.message().to_string()))?;
+        if len != t.size {
+            return Err(bad(format!("shape {:?} of {dtype} is {len} bytes, record says {}", t.shape, t.size)));
+        }
+        if t.data_offset != expect_offset {
+            return Err(bad(format!("data offset {} where {expect_offset} was expected", t.data_offset)));
+        }
+        expect_offset += t.size;
+        match t.same_as {
+            Some(j) => {
+                if j >= i || index.tensors[j].size != t.size || !t.chunks.is_empty() {
+                    return Err(bad(format!("bad duplicate reference to tensor #{j}")));
+                }
+            }
+            None => {
+                let mut total = 0u64;
+                for (c, e) in t.chunks.iter().enumerate() {
+                    let end = e.offset().checked_add(e.encoded_len());
+                    if e.offset() < HEADER_LEN as u64 || end.is_none_or(|x| x > data_end) {
+                        return Err(bad(format!("chunk {c} lies outside the archive's data")));
+                    }
+                    total = total.saturating_add(e.decoded_len());
+                }
+                if total != t.size {
+                    return Err(bad(format!("chunks decode to {total} bytes, tensor has {}", t.size)));
+                }
+            }
+        }
+        dtypes.push(dtype);
+    }
+    if h.len.checked_add(expect_offset) != Some(index.source.size) {
+        return Err(Error::corrupt(format!(
+            "index: header ({}) and tensors ({expect_offset}) do not add up to the source size {}",
+            h.len, index.source.size
+        )));
+    }
+    Ok(dtypes)
+}
+
+/// Decompress an archive to a safetensors file, written atomically.
+pub fn decompress_file(input: &Path, output: &Path, threads: usize, progress: bool) -> Result<StreamReport> {
+    if super::write::same_file(input, output) {
+        return Err(Error::invalid(format!("output {} is the input file", output.display())));
+    }
+    let map = crate::io::Mapped::open(input)?;
+    let archive = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
+    let opts = DecodeOptions { check_tensor_hashes: true, progress };
+    let mut report = None;
+    crate::progress::with_threads(threads, || {
+        crate::io::write_atomic_with(output, |w| {
+            report = Some(archive.stream(w, &opts)?);
+            Ok(())
+        })
+    })??;
+    Ok(report.expect("set on success"))
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub tensors: usize,
+    pub bytes: u64,
+    pub sha256: String,
+    pub lossless: bool,
+}
+
+/// Decode everything, check every chunk checksum, every tensor's sha256 and
+/// the whole file's; with `original`, also compare with that file's sha256.
+pub fn verify_file(input: &Path, original: Option<&Path>, threads: usize, progress: bool) -> Result<VerifyReport> {
+    let map = crate::io::Mapped::open(input)?;
+    let archive = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
+    let opts = DecodeOptions { check_tensor_hashes: true, progress };
+    let report = crate::progress::with_threads(threads, || archive.stream(&mut std::io::sink(), &opts))??;
+    if let Some(orig) = original {
+        let sha = crate::io::sha256_file(orig)?;
+        if sha != archive.index.source.sha256 {
+            return Err(Error::hash_mismatch(format!(
+                "{} (sha256 {sha}) is not the file this archive was made from (sha256 {})",
+                orig.display(),
+                archive.index.source.sha256
+            )));
+        }
+        if archive.index.is_lossless() && sha != report.sha256 {
+            return Err(Error::hash_mismatch(format!(
+                "the archive decodes to sha256 {} but {} has {sha}",
+                report.sha256,
+                orig.display()
+            )));
+        }
+    }
+    Ok(VerifyReport {
+        tensors: archive.index.tensors.len(),
+        bytes: report.bytes,
+        sha256: report.sha256,
+        lossless: archive.index.is_lossless(),
+    })
+}

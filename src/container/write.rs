@@ -1,0 +1,304 @@
+//! Writing archives: safetensors in, chunks encoded in parallel, streamed out.
+
+use super::format::*;
+use crate::codec::{self, ChunkInfo, Codec};
+use crate::error::{Error, Result, ResultExt};
+use crate::io::hex;
+use crate::tensor::{SafeTensors, TensorInfo, TensorView};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+use xxhash_rust::xxh3::xxh3_64;
+
+pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
+/// The codec `weightlab compress` uses when none is given.
+pub const DEFAULT_CODEC: &str = "zstd:level=3";
+
+#[derive(Debug, Clone)]
+pub struct CompressOptions {
+    /// Codec spec for every tensor, or `auto` to choose per tensor.
+    pub codec: String,
+    /// Target chunk size in bytes (chunks hold whole rows when a row fits).
+    pub chunk_size: usize,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Store tensors whose bytes equal an earlier tensor's as a reference.
+    pub dedup: bool,
+    /// Decode every lossless chunk again and compare before writing it.
+    pub check: bool,
+    pub progress: bool,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions {
+            codec: DEFAULT_CODEC.into(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            threads: 0,
+            dedup: true,
+            check: false,
+            progress: false,
+        }
+    }
+}
+
+/// Byte ranges (relative to the tensor) of a tensor's chunks: about
+/// `chunk_size` bytes, cut at whole rows when a row fits, else at element
+/// boundaries.
+pub fn chunk_ranges(t: &TensorInfo, chunk_size: usize) -> Vec<(u64, u64)> {
+    let len = t.byte_len();
+    let unit = t.dtype.split_unit() as u64;
+    let chunk = chunk_size.max(1) as u64;
+    let row = match (t.shape.len(), t.dtype.size()) {
+        (n, Some(w)) if n >= 2 => t.shape[n - 1] * w as u64,
+        _ => unit,
+    };
+    let step = if row > 0 && row <= chunk { (chunk / row) * row } else { (chunk / unit).max(1) * unit };
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < len {
+        let end = (pos + step).min(len);
+        out.push((pos, end));
+        pos = end;
+    }
+    out
+}
+
+/// Counts the bytes written through it.
+struct Counting<W: Write> {
+    inner: W,
+    pos: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Job<'a> {
+    tensor: usize,
+    info: ChunkInfo<'a>,
+    data: &'a [u8],
+}
+
+struct Done {
+    encoded: Vec<u8>,
+    /// Decoded bytes of a lossy chunk (what decompress will give).
+    decoded: Option<Vec<u8>>,
+}
+
+fn encode_job(codec: &dyn Codec, job: &Job, check: bool) -> Result<Done> {
+    let mut encoded = Vec::with_capacity(job.data.len() / 2);
+    codec.encode(&job.info, job.data, &mut encoded)?;
+    let lossy = !codec.fidelity().is_lossless();
+    if !(lossy || check) {
+        return Ok(Done { encoded, decoded: None });
+    }
+    let mut decoded = vec![0u8; job.data.len()];
+    codec.decode(&job.info, &encoded, &mut decoded).context("decoding again to check")?;
+    if lossy {
+        return Ok(Done { encoded, decoded: Some(decoded) });
+    }
+    if decoded != job.data {
+        return Err(Error::corrupt(format!(
+            "codec {} did not round-trip (bug in the codec): please report it",
+            codec.spec()
+        )));
+    }
+    Ok(Done { encoded, decoded: None })
+}
+
+/// Compress safetensors bytes (usually a memory map) into `out`.
+/// Returns the index that was written.
+pub fn compress<W: Write>(file: &[u8], file_name: &str, out: W, opts: &CompressOptions) -> Result<Index> {
+    let st = SafeTensors::parse(file)?;
+    let views: Vec<TensorView> = st.views().collect();
+    let bar = crate::progress::bytes_bar(file.len() as u64, "compress", opts.progress);
+
+    // Whole-file and per-tensor hashes, in parallel with each other.
+    let (file_sha, tensor_shas) = rayon::join(
+        || hex(&Sha256::digest(file)),
+        || views.par_iter().map(|v| hex(&Sha256::digest(v.data))).collect::<Vec<_>>(),
+    );
+
+    // The codec of each tensor (auto resolves per tensor), then duplicates:
+    // a lossless tensor whose bytes equal an earlier lossless one.
+    let base = codec::build(&opts.codec)?;
+    let codecs: Vec<Option<Box<dyn Codec>>> = views
+        .iter()
+        .map(|v| base.resolve(v).with_context(|| format!("tensor '{}'", v.name)))
+        .collect::<Result<_>>()?;
+    let lossless_at = |i: usize| codecs[i].as_deref().unwrap_or(base.as_ref()).fidelity().is_lossless();
+    let mut same_as = vec![None; views.len()];
+    if opts.dedup {
+        for (i, v) in views.iter().enumerate() {
+            if v.data.is_empty() || !lossless_at(i) {
+                continue;
+            }
+            same_as[i] = (0..i).find(|&j| {
+                same_as[j].is_none() && lossless_at(j) && tensor_shas[j] == tensor_shas[i] && views[j].data == v.data
+            });
+        }
+    }
+    let codec_of = |i: usize| -> &dyn Codec { codecs[i].as_deref().unwrap_or(base.as_ref()) };
+
+    let mut records: Vec<TensorRecord> = Vec::with_capacity(views.len());
+    for (i, (t, v)) in st.tensors.iter().zip(&views).enumerate() {
+        let dup = same_as[i].is_some();
+        let c = codec_of(i);
+        let spec = if dup { String::new() } else { c.spec() };
+        let (lossless, bound) = match c.fidelity() {
+            codec::Fidelity::Lossless => (true, None),
+            codec::Fidelity::Lossy { bound } => (false, bound.map(|b| b.to_string())),
+        };
+        records.push(TensorRecord {
+            name: v.name.to_string(),
+            dtype: v.dtype.name().to_string(),
+            shape: v.shape.to_vec(),
+            stage_ids: if dup { vec![] } else { codec::stage_ids(&spec)? },
+            codec: spec,
+            lossless,
+            bound,
+            data_offset: t.start,
+            size: t.byte_len(),
+            sha256: tensor_shas[i].clone(),
+            original_sha256: None,
+            same_as: same_as[i],
+            chunks: Vec::new(),
+        });
+    }
+
+    let mut w = Counting { inner: out, pos: 0 };
+    let io_err = |e: std::io::Error| Error::io("writing the archive", e);
+    w.write_all(&FixedHeader { version: FORMAT_VERSION, min_reader_version: FORMAT_VERSION, flags: 0 }.to_bytes())
+        .map_err(io_err)?;
+
+    // All chunk jobs in file order.
+    let jobs: Vec<Job> = st
+        .tensors
+        .iter()
+        .zip(&views)
+        .enumerate()
+        .filter(|(i, _)| same_as[*i].is_none())
+        .flat_map(|(i, (t, v))| {
+            chunk_ranges(t, opts.chunk_size).into_iter().map(move |(a, b)| Job {
+                tensor: i,
+                info: ChunkInfo { name: v.name, dtype: v.dtype, shape: v.shape, offset: a },
+                data: &v.data[a as usize..b as usize],
+            })
+        })
+        .collect();
+
+    // Lossy tensors: the hash of what decoding gives, built in chunk order.
+    let mut lossy_hashers: Vec<Option<Sha256>> =
+        records.iter().map(|r| (!r.lossless).then(Sha256::new)).collect();
+    // When anything is lossy, the hash of the file decompress will write,
+    // built in file order: header, then every tensor's decoded bytes.
+    let mut out_hasher = records.iter().any(|r| !r.lossless).then(|| Sha256::new_with_prefix(st.header_bytes));
+    let mut hashed_upto = 0usize; // tensors before this one are in out_hasher
+    let window = rayon::current_num_threads().max(1) * 2;
+    for batch in jobs.chunks(window) {
+        let done: Vec<Result<Done>> = batch
+            .par_iter()
+            .map(|j| {
+                encode_job(codec_of(j.tensor), j, opts.check)
+                    .with_context(|| format!("tensor '{}' at byte {}", j.info.name, j.info.offset))
+            })
+            .collect();
+        for (job, d) in batch.iter().zip(done) {
+            let d = d?;
+            if let Some(h) = out_hasher.as_mut() {
+                // tensors before this one that have no jobs of their own
+                // (duplicates, empty ones) are lossless: hash their bytes
+                hash_lossless_upto(h, &views, &mut hashed_upto, job.tensor);
+                h.update(d.decoded.as_deref().unwrap_or(job.data));
+                hashed_upto = job.tensor + 1;
+            }
+            let decoded_xxh3 = match &d.decoded {
+                Some(dec) => {
+                    if let Some(h) = lossy_hashers[job.tensor].as_mut() {
+                        h.update(dec);
+                    }
+                    xxh3_64(dec)
+                }
+                None => xxh3_64(job.data),
+            };
+            let entry = ChunkEntry(w.pos, d.encoded.len() as u64, job.data.len() as u64, xxh3_64(&d.encoded), decoded_xxh3);
+            w.write_all(&d.encoded).map_err(io_err)?;
+            records[job.tensor].chunks.push(entry);
+            bar.inc(job.data.len() as u64);
+        }
+    }
+    for (r, h) in records.iter_mut().zip(lossy_hashers) {
+        if let Some(h) = h {
+            r.original_sha256 = Some(std::mem::replace(&mut r.sha256, hex(&h.finalize())));
+        }
+    }
+    let output_sha256 = match out_hasher {
+        None => file_sha.clone(),
+        Some(mut h) => {
+            hash_lossless_upto(&mut h, &views, &mut hashed_upto, views.len());
+            hex(&h.finalize())
+        }
+    };
+
+    let header = Section { offset: w.pos, len: st.header_bytes.len() as u64, xxh3: xxh3_64(st.header_bytes) };
+    w.write_all(st.header_bytes).map_err(io_err)?;
+    let index = Index {
+        format_version: FORMAT_VERSION,
+        writer: format!("weightlab {}", env!("CARGO_PKG_VERSION")),
+        source: Source { file_name: file_name.to_string(), size: file.len() as u64, sha256: file_sha },
+        output_sha256,
+        header,
+        chunk_size: opts.chunk_size as u64,
+        tensors: records,
+    };
+    let json = serde_json::to_vec(&index).map_err(|e| Error::invalid(format!("serializing the index: {e}")))?;
+    let trailer = Trailer { index_offset: w.pos, index_len: json.len() as u64, index_xxh3: xxh3_64(&json) };
+    w.write_all(&json).map_err(io_err)?;
+    w.write_all(&trailer.to_bytes()).map_err(io_err)?;
+    w.flush().map_err(io_err)?;
+    bar.finish_and_clear();
+    Ok(index)
+}
+
+/// Hash the original bytes of tensors `[*done, upto)` (those without lossy
+/// chunks of their own) and advance `*done`.
+fn hash_lossless_upto(h: &mut Sha256, views: &[TensorView], done: &mut usize, upto: usize) {
+    for v in &views[(*done).min(upto)..upto] {
+        h.update(v.data);
+    }
+    *done = (*done).max(upto);
+}
+
+/// Compress a safetensors file into an archive, written atomically.
+pub fn compress_file(input: &Path, output: &Path, opts: &CompressOptions) -> Result<Index> {
+    if same_file(input, output) {
+        return Err(Error::invalid(format!("output {} is the input file", output.display())));
+    }
+    let map = crate::io::Mapped::open(input)?;
+    let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut index = None;
+    crate::progress::with_threads(opts.threads, || {
+        crate::io::write_atomic_with(output, |w| {
+            index = Some(compress(map.bytes(), &name, w, opts)?);
+            Ok(())
+        })
+    })?
+    .with_context(|| format!("compressing {}", input.display()))?;
+    Ok(index.expect("set on success"))
+}
+
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}

@@ -1,0 +1,13 @@
+//! weightlab: a codec lab for neural-network weights.
+//!
+//! Everything the CLI does is callable from here: read safetensors
+//! ([`tensor`]), build codecs from spec strings ([`codec`]), write and read
+//! archives ([`container`]).
+
+pub mod codec;
+pub mod container;
+pub mod error;
+pub mod io;
+pub mod tensor;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,224 @@
+//! The weightlab command line. Everything here is a thin layer over the
+//! library; errors become a message on stderr and an exit code by kind.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use weightlab::container::{self, Archive, CompressOptions};
+use weightlab::{ErrorKind, codec};
+
+#[derive(Parser)]
+#[command(name = "weightlab", version, about = "A codec lab for neural-network weights")]
+struct Cli {
+    /// No progress bars or summaries.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compress a safetensors file into a weightlab archive.
+    Compress {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Codec spec for every tensor (`weightlab codecs` lists them).
+        #[arg(long, default_value = container::DEFAULT_CODEC)]
+        codec: String,
+        /// Worker threads (0: one per core).
+        #[arg(short = 'j', long, default_value_t = 0)]
+        threads: usize,
+        /// Chunk size in KiB.
+        #[arg(long, default_value_t = (container::DEFAULT_CHUNK_SIZE >> 10) as u64)]
+        chunk_kib: u64,
+        /// Store tied tensors (identical bytes) separately instead of once.
+        #[arg(long)]
+        no_dedup: bool,
+        /// Decode every chunk again before writing it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Decompress an archive back to the original safetensors file.
+    Decompress {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(short = 'j', long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Describe an archive: tensors, dtypes, codecs, sizes, ratio.
+    Info {
+        input: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode everything and check every checksum.
+    Verify {
+        input: PathBuf,
+        /// The original file: also check the archive was made from it.
+        #[arg(long)]
+        original: Option<PathBuf>,
+        #[arg(short = 'j', long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// List the codec stages this build knows.
+    Codecs,
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let Some(e) = err.chain().find_map(|e| e.downcast_ref::<weightlab::Error>()) else { return 1 };
+    match e.kind() {
+        ErrorKind::Io => 1,
+        ErrorKind::InvalidInput => 2,
+        ErrorKind::Corruption | ErrorKind::Truncated => 3,
+        ErrorKind::HashMismatch => 4,
+        ErrorKind::Unsupported => 5,
+        ErrorKind::BoundViolated => 6,
+        ErrorKind::Network => 7,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let progress = !cli.quiet;
+    match cli.cmd {
+        Cmd::Compress { input, output, codec, threads, chunk_kib, no_dedup, check } => {
+            let opts = CompressOptions {
+                codec,
+                chunk_size: (chunk_kib.max(1) << 10) as usize,
+                threads,
+                dedup: !no_dedup,
+                check,
+                progress,
+            };
+            let t0 = Instant::now();
+            let index = container::compress_file(&input, &output, &opts)?;
+            let secs = t0.elapsed().as_secs_f64();
+            if !cli.quiet {
+                let out_len = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+                let size = index.source.size;
+                eprintln!(
+                    "{}: {} -> {} ({:.2} % of the original, {:.3}x) in {secs:.2} s, {:.0} MB/s",
+                    input.display(),
+                    mb(size),
+                    mb(out_len),
+                    100.0 * out_len as f64 / size.max(1) as f64,
+                    size as f64 / out_len.max(1) as f64,
+                    size as f64 / 1e6 / secs.max(1e-9)
+                );
+            }
+        }
+        Cmd::Decompress { input, output, threads } => {
+            let t0 = Instant::now();
+            let r = container::decompress_file(&input, &output, threads, progress)?;
+            let secs = t0.elapsed().as_secs_f64();
+            if !cli.quiet {
+                eprintln!(
+                    "{} -> {}: {} in {secs:.2} s, {:.0} MB/s, sha256 {}",
+                    input.display(),
+                    output.display(),
+                    mb(r.bytes),
+                    r.bytes as f64 / 1e6 / secs.max(1e-9),
+                    r.sha256
+                );
+            }
+        }
+        Cmd::Info { input, json } => {
+            let map = weightlab::io::Mapped::open(&input)?;
+            let a = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
+            print_info(&a, map.bytes().len() as u64, json)?;
+        }
+        Cmd::Verify { input, original, threads } => {
+            let r = container::verify_file(&input, original.as_deref(), threads, progress)?;
+            println!(
+                "OK: {} tensors, {} decoded, every chunk and tensor checksum matches; sha256 {}{}",
+                r.tensors,
+                mb(r.bytes),
+                r.sha256,
+                if r.lossless { " (lossless: identical to the original)" } else { " (lossy archive)" }
+            );
+        }
+        Cmd::Codecs => {
+            for d in codec::REGISTRY {
+                println!("{:>4}  {:<10} {}", d.id, d.name, d.summary);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_info(a: &Archive, archive_len: u64, json: bool) -> anyhow::Result<()> {
+    let idx = &a.index;
+    let ratio = |enc: u64, orig: u64| if orig == 0 { 0.0 } else { enc as f64 / orig as f64 };
+    if json {
+        let tensors: Vec<_> = idx
+            .tensors
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name, "dtype": t.dtype, "shape": t.shape, "codec": t.codec,
+                    "lossless": t.lossless, "bound": t.bound, "size": t.size,
+                    "encoded": t.encoded_len(), "ratio": ratio(t.encoded_len(), t.size),
+                    "chunks": t.chunks.len(), "same_as": t.same_as.map(|j| idx.tensors[j].name.clone()),
+                    "sha256": t.sha256,
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "format_version": idx.format_version, "writer": idx.writer, "source": idx.source,
+            "archive_size": archive_len, "ratio": ratio(archive_len, idx.source.size),
+            "lossless": idx.is_lossless(), "chunk_size": idx.chunk_size, "tensors": tensors,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "weightlab archive, format v{} ({}), from {} ({} bytes, sha256 {})",
+        idx.format_version, idx.writer, idx.source.file_name, idx.source.size, idx.source.sha256
+    );
+    println!("{:<48} {:<8} {:<18} {:>12} {:>12} {:>8}  codec", "tensor", "dtype", "shape", "size", "encoded", "ratio");
+    for t in &idx.tensors {
+        let codec = match t.same_as {
+            Some(j) => format!("= {}", idx.tensors[j].name),
+            None => t.codec.clone(),
+        };
+        println!(
+            "{:<48} {:<8} {:<18} {:>12} {:>12} {:>7.2}%  {codec}",
+            t.name,
+            t.dtype,
+            format!("{:?}", t.shape),
+            t.size,
+            t.encoded_len(),
+            100.0 * ratio(t.encoded_len(), t.size)
+        );
+    }
+    println!(
+        "total: {} tensors, {} -> {} bytes ({:.2} % of the original, {:.3}x), {}",
+        idx.tensors.len(),
+        idx.source.size,
+        archive_len,
+        100.0 * ratio(archive_len, idx.source.size),
+        idx.source.size as f64 / archive_len.max(1) as f64,
+        if idx.is_lossless() { "lossless" } else { "lossy" }
+    );
+    Ok(())
+}
