@@ -1,0 +1,43 @@
+# weightlab tasks. First time on a machine: scripts/setup.sh (installs just,
+# cmake, libzstd-dev). The README's two commands do that for you.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+features := "full"
+
+# List the recipes.
+default:
+    @just --list
+
+# Run an experiment on real weights, fetched and cached:
+#   just run experiment=bf16-planes   (or: just run bf16-planes)
+run experiment="bf16-planes":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    exp="{{experiment}}"
+    exp="${exp#experiment=}"
+    cargo run --release --features {{features}} -- run "experiments/${exp}.toml"
+
+# Re-render the tables and charts of an experiment from its results.parquet.
+report experiment="bf16-planes":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    exp="{{experiment}}"
+    exp="${exp#experiment=}"
+    cargo run --release --features {{features}} -- report "${exp}"
+
+# Unit, integration and CLI tests (one real-model test fetches MiniLM once into the cache).
+test:
+    cargo test --features {{features}} --no-fail-fast
+
+# Criterion benches, throughput in bytes per second.
+bench *args:
+    cargo bench --features {{features}} {{args}}
+
+# The release binary with every feature.
+build:
+    cargo build --release --features {{features}}
+
+# Lints as CI would want them.
+lint:
+    cargo clippy --features {{features}} --all-targets -- -D warnings
