@@ -8,6 +8,9 @@
 //! after it. The canonical spec (every parameter spelled out with its value)
 //! is the `codec` column of every table and is what the archive records.
 
+pub mod auto;
+pub mod entropy;
+pub mod float;
 pub mod lossless;
 pub mod planes;
 
@@ -277,6 +280,10 @@ pub static REGISTRY: &[StageDef] = &[
     #[cfg(feature = "blosc2")]
     lossless::BLOSC2,
     planes::PLANES,
+    float::exp::EXP,
+    float::special::CONST,
+    float::special::TABLE,
+    auto::AUTO,
 ];
 
 pub fn stage_def(name: &str) -> Option<&'static StageDef> {

@@ -1,0 +1,186 @@
+//! `auto`: picks a concrete codec per tensor, the default of
+//! `weightlab compress`.
+//!
+//! The decision, in order (cheap checks first, all deterministic):
+//! 1. empty or tiny (< 64 bytes): `raw`;
+//! 2. one repeated value: `const`;
+//! 3. at most 256 distinct values of 2 or more bytes, or at most 16 of a
+//!    one-byte integer type (checked on a sample, then on the whole tensor):
+//!    `table`;
+//! 4. a float dtype: `exp`;
+//! 5. anything else (integers, bools, complex): a trial of `zstd:level=3`,
+//!    `planes>zstd:level=3` and `exp` (byte-wise rANS) on a sample of up to
+//!    1 MiB; the smallest wins.
+//!
+//! In an archive the container calls [`Codec::resolve`] and records the
+//! pick. Used standalone (`encode` on a chunk), `auto` decides on the chunk
+//! and writes the chosen spec in a small header before the payload.
+
+use super::float::special::{distinct_values, is_constant};
+use super::{ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, TensorView};
+
+pub struct Auto;
+
+pub const AUTO: StageDef = StageDef {
+    id: 96,
+    name: "auto",
+    version: 1,
+    kind: StageKind::Coder,
+    summary: "picks per tensor: raw (tiny), const, table (<= 256 values), exp (floats), else the best of zstd / planes>zstd / exp on a sample",
+    build: |_: &mut Params, next| {
+        if let Some(n) = next {
+            return Err(Error::invalid(format!("'auto' is a coder and cannot feed '{}'", n.spec())));
+        }
+        Ok(Box::new(Auto))
+    },
+};
+
+/// Below this many bytes a tensor is stored raw.
+pub const TINY: usize = 64;
+const SAMPLE: usize = 1 << 20;
+
+/// Up to `SAMPLE` bytes from the start, middle and end, cut at element
+/// boundaries.
+fn sample(dtype: DType, data: &[u8]) -> Vec<u8> {
+    if data.len() <= SAMPLE {
+        return data.to_vec();
+    }
+    let u = dtype.split_unit().max(1);
+    let part = SAMPLE / 3 / u * u;
+    let mid = data.len() / 2 / u * u;
+    let end = (data.len() - part) / u * u;
+    [&data[..part], &data[mid..mid + part], &data[end..end + part]].concat()
+}
+
+fn value_width(dtype: DType) -> usize {
+    match dtype.size() {
+        Some(w) if w <= 8 => w,
+        Some(_) => 0,
+        None => 1,
+    }
+}
+
+/// The spec `auto` chooses for a tensor's bytes.
+pub fn choose(dtype: DType, data: &[u8]) -> Result<String> {
+    if data.len() < TINY {
+        return Ok("raw".into());
+    }
+    if is_constant(dtype, data) {
+        return Ok("const".into());
+    }
+    let w = value_width(dtype);
+    // One-byte floats always fit a table, which would only re-code the bytes
+    // `exp` codes anyway; one-byte integers (masks) use it when few values occur.
+    let max = match w {
+        1 if dtype.is_float() => 0,
+        1 => 16,
+        _ => 256,
+    };
+    if max > 0 && data.len() % w == 0 {
+        let s = sample(dtype, data);
+        if distinct_values(&s, w, max).is_some() && distinct_values(data, w, max).is_some() {
+            return Ok("table".into());
+        }
+    }
+    if dtype.is_float() {
+        return Ok("exp".into());
+    }
+    let s = sample(dtype, data);
+    let info = ChunkInfo { name: "", dtype, shape: &[], offset: 0 };
+    let mut best: Option<(usize, &str)> = None;
+    for spec in ["zstd:level=3", "planes>zstd:level=3", "exp"] {
+        let c = super::build(spec)?;
+        let mut out = Vec::new();
+        c.encode(&info, &s, &mut out)?;
+        if best.is_none_or(|(b, _)| out.len() < b) {
+            best = Some((out.len(), spec));
+        }
+    }
+    Ok(best.expect("a candidate").1.to_string())
+}
+
+impl Codec for Auto {
+    fn spec(&self) -> String {
+        "auto".into()
+    }
+    fn fidelity(&self) -> Fidelity {
+        Fidelity::Lossless
+    }
+    fn resolve(&self, t: &TensorView) -> Result<Option<Box<dyn Codec>>> {
+        Ok(Some(super::build(&choose(t.dtype, t.data)?)?))
+    }
+    fn encode(&self, info: &ChunkInfo, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let spec = choose(info.dtype, data)?;
+        out.push(spec.len() as u8);
+        out.extend_from_slice(spec.as_bytes());
+        super::build(&spec)?.encode(info, data, out)
+    }
+    fn decode(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()> {
+        let mut r = Reader::new(input, "auto");
+        let n = r.u8()? as usize;
+        let spec = std::str::from_utf8(r.bytes(n)?).map_err(|_| Error::corrupt("auto: codec spec is not UTF-8"))?;
+        let parsed = super::CodecSpec::parse(spec).map_err(|e| Error::corrupt(format!("auto: recorded spec: {e}")))?;
+        if parsed.stages.iter().any(|s| s.name == "auto") {
+            return Err(Error::corrupt("auto: recorded spec refers to auto"));
+        }
+        let c = super::build_spec(&parsed).map_err(|e| Error::corrupt(format!("auto: recorded spec '{spec}': {e}")))?;
+        c.decode(info, r.rest(), out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::float::testdata::{cases, gaussian};
+    use crate::codec::{build, decode_all, encode_all};
+
+    fn pick(dtype: DType, data: &[u8]) -> String {
+        let t = TensorView { name: "t", dtype, shape: &[], data };
+        let c = Auto.resolve(&t).unwrap().unwrap();
+        let s = c.spec();
+        assert_eq!(s, choose(dtype, data).unwrap());
+        s
+    }
+
+    #[test]
+    fn decisions() {
+        assert_eq!(pick(DType::BF16, &gaussian(DType::BF16, 50_000, 0.02, 1)), "exp");
+        assert_eq!(pick(DType::F32, &gaussian(DType::F32, 50_000, 0.02, 1)), "exp");
+        assert_eq!(pick(DType::F8E4M3, &gaussian(DType::F8E4M3, 50_000, 0.02, 1)), "exp");
+        assert_eq!(pick(DType::BF16, &[0u8; 8192]), "const");
+        assert_eq!(pick(DType::F32, &[0u8; 40]), "raw");
+        assert_eq!(pick(DType::F32, &[]), "raw");
+        // An attention mask (bool and f32), and token-type ids.
+        let mask: Vec<u8> = (0..64 * 64).map(|i| ((i % 64) <= (i / 64)) as u8).collect();
+        assert_eq!(pick(DType::Bool, &mask), "table");
+        let fmask: Vec<u8> = mask.iter().flat_map(|&b| (b as f32).to_bits().to_le_bytes()).collect();
+        assert_eq!(pick(DType::F32, &fmask), "table");
+        // Position ids 0..4096 as I64: too many values for a table; a generic trial.
+        let pos: Vec<u8> = (0..4096u64).flat_map(|i| i.to_le_bytes()).collect();
+        let p = pick(DType::I64, &pos);
+        assert!(p.contains("zstd") || p == "exp", "{p}");
+        assert_ne!(p, "table");
+    }
+
+    #[test]
+    fn standalone_round_trip_and_corruption() {
+        let c = build("auto").unwrap();
+        for case in cases() {
+            let i = ChunkInfo { name: "t", dtype: case.dtype, shape: &[], offset: 0 };
+            let enc = encode_all(&*c, &i, &case.data).unwrap();
+            assert_eq!(decode_all(&*c, &i, &enc, case.data.len()).unwrap(), case.data, "{}", case.name);
+        }
+        let data = gaussian(DType::BF16, 1000, 1.0, 2);
+        let i = ChunkInfo { name: "t", dtype: DType::BF16, shape: &[], offset: 0 };
+        let enc = encode_all(&*c, &i, &data).unwrap();
+        assert_eq!(&enc[1..4], b"exp");
+        for cut in 0..enc.len() {
+            assert!(decode_all(&*c, &i, &enc[..cut], data.len()).is_err());
+        }
+        let mut bad = enc.clone();
+        bad[1..4].copy_from_slice(b"aut");
+        assert!(decode_all(&*c, &i, &bad, data.len()).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! Interleaved 32-bit rANS over byte symbols with static quantized models.
+//!
+//! [`LANES`] coder states take the symbols round-robin (symbol `i` goes to
+//! lane `i % LANES`) and share one stream of 16-bit words, in the manner of
+//! ryg_rans' interleaved coders: the encoder runs backwards over the symbols
+//! and the word list is reversed, so the decoder reads strictly forwards.
+//! States live in `[2^16, 2^32)`; with precision `p <= 15` one 16-bit word is
+//! enough to renormalize after each symbol, so the decoder is branch-free.
+//!
+//! Layout: `LANES` little-endian u32 final encoder states, then the words
+//! (little-endian u16). A decoder that does not end with every lane back at
+//! the initial state and every word consumed reports corruption.
+
+use super::Model;
+use crate::error::{Error, Result};
+
+/// Number of interleaved coder states.
+pub const LANES: usize = 4;
+const RANS_L: u32 = 1 << 16;
+
+fn enc_table(m: &Model) -> [(u32, u32); 256] {
+    let mut t = [(0u32, 0u32); 256];
+    let mut cum = 0;
+    for (s, &f) in m.freq.iter().enumerate() {
+        t[s] = (f, cum);
+        cum += f;
+    }
+    t
+}
+
+#[inline(always)]
+fn enc_put(x: &mut u32, f: u32, c: u32, p: u32, words: &mut Vec<u16>) {
+    debug_assert!(f > 0, "symbol outside the model");
+    let mut s = *x;
+    if (s as u64) >= (f as u64) << (32 - p) {
+        words.push(s as u16);
+        s >>= 16;
+    }
+    *x = ((s / f) << p) + (s % f) + c;
+}
+
+fn finish(x: &[u32; LANES], words: &[u16], out: &mut Vec<u8>) {
+    out.reserve(LANES * 4 + words.len() * 2);
+    for s in x {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    for w in words.iter().rev() {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// Encode `syms` with one model (every symbol must have a nonzero frequency).
+pub fn encode(syms: &[u8], m: &Model, out: &mut Vec<u8>) {
+    let t = enc_table(m);
+    let p = m.precision;
+    let mut x = [RANS_L; LANES];
+    let mut words = Vec::with_capacity(syms.len() / 2 + 16);
+    for i in (0..syms.len()).rev() {
+        let (f, c) = t[syms[i] as usize];
+        enc_put(&mut x[i % LANES], f, c, p, &mut words);
+    }
+    finish(&x, &words, out);
+}
+
+/// Encode `syms`, symbol `i` with model `map[ctx[i]]` (all models of one precision).
+pub fn encode_ctx(syms: &[u8], ctx: &[u8], map: &[u8; 256], models: &[Model], out: &mut Vec<u8>) {
+    let tables: Vec<[(u32, u32); 256]> = models.iter().map(enc_table).collect();
+    let p = models[0].precision;
+    let mut x = [RANS_L; LANES];
+    let mut words = Vec::with_capacity(syms.len() / 2 + 16);
+    for i in (0..syms.len()).rev() {
+        let (f, c) = tables[map[ctx[i] as usize] as usize][syms[i] as usize];
+        enc_put(&mut x[i % LANES], f, c, p, &mut words);
+    }
+    finish(&x, &words, out);
+}
+
+/// Decoding tables of one or more models of one precision, concatenated:
+/// slot `(model << p) | (x & mask)` holds `freq << 16 | offset` and the symbol.
+pub struct DecTables {
+    p: u32,
+    entry: Vec<u32>,
+    sym: Vec<u8>,
+}
+
+impl DecTables {
+    pub fn new(models: &[Model]) -> DecTables {
+        let p = models[0].precision;
+        let size = 1usize << p;
+        let mut entry = vec![0u32; size * models.len()];
+        let mut sym = vec![0u8; size * models.len()];
+        for (k, m) in models.iter().enumerate() {
+            debug_assert_eq!(m.precision, p);
+            let mut pos = k * size;
+            for (s, &f) in m.freq.iter().enumerate() {
+                for o in 0..f {
+                    entry[pos] = (f << 16) | o;
+                    sym[pos] = s as u8;
+                    pos += 1;
+                }
+            }
+        }
+        DecTables { p, entry, sym }
+    }
+    pub fn models(&self) -> usize {
+        self.entry.len() >> self.p
+    }
+}
+
+fn read_states(input: &[u8]) -> Result<([u32; LANES], &[u8])> {
+    if input.len() < LANES * 4 {
+        return Err(Error::truncated(format!("rANS: {} bytes, need {} for the coder states", input.len(), LANES * 4)));
+    }
+    let mut x = [0u32; LANES];
+    for (k, s) in x.iter_mut().enumerate() {
+        *s = u32::from_le_bytes(input[k * 4..k * 4 + 4].try_into().expect("4 bytes"));
+        if *s < RANS_L {
+            return Err(Error::corrupt(format!("rANS: lane {k} starts in an invalid state")));
+        }
+    }
+    let words = &input[LANES * 4..];
+    if words.len() % 2 != 0 {
+        return Err(Error::corrupt("rANS: odd number of payload bytes"));
+    }
+    Ok((x, words))
+}
+
+fn check_end(x: &[u32; LANES], pos: usize, words: &[u8]) -> Result<()> {
+    if pos != words.len() {
+        return Err(Error::corrupt(format!("rANS: {} payload bytes left over", words.len() - pos)));
+    }
+    if x.iter().any(|&s| s != RANS_L) {
+        return Err(Error::corrupt("rANS: coder did not end in its initial state"));
+    }
+    Ok(())
+}
+
+/// One decoding step for a lane; `base` selects the model's table.
+#[inline(always)]
+fn step(x: &mut u32, base: usize, t: &DecTables, words: &[u8], pos: &mut usize) -> u8 {
+    let mask = (1u32 << t.p) - 1;
+    let slot = base | (*x & mask) as usize;
+    let e = t.entry[slot];
+    let s = t.sym[slot];
+    let v = (e >> 16).wrapping_mul(*x >> t.p).wrapping_add(e & 0xffff);
+    let need = (v < RANS_L) as usize;
+    let w = u16::from_le_bytes([words[*pos], words[*pos + 1]]) as u32;
+    *x = if need == 1 { (v << 16) | w } else { v };
+    *pos += need * 2;
+    s
+}
+
+/// The checked step for the tail: fails instead of reading past the end.
+#[inline]
+fn step_checked(x: &mut u32, base: usize, t: &DecTables, words: &[u8], pos: &mut usize) -> Result<u8> {
+    let mask = (1u32 << t.p) - 1;
+    let slot = base | (*x & mask) as usize;
+    let e = t.entry[slot];
+    let v = (e >> 16).wrapping_mul(*x >> t.p).wrapping_add(e & 0xffff);
+    if v < RANS_L {
+        let b = words
+            .get(*pos..*pos + 2)
+            .ok_or_else(|| Error::truncated("rANS: payload ends before the last symbol"))?;
+        *x = (v << 16) | u16::from_le_bytes([b[0], b[1]]) as u32;
+        *pos += 2;
+    } else {
+        *x = v;
+    }
+    Ok(t.sym[slot])
+}
+
+/// Decode `out.len()` symbols coded with one model.
+pub fn decode(input: &[u8], t: &DecTables, out: &mut [u8]) -> Result<()> {
+    let (mut x, words) = read_states(input)?;
+    let mut pos = 0usize;
+    let mut i = 0;
+    let n = out.len();
+    // Fast path: a whole group can read at most 2 * LANES bytes.
+    while i + LANES <= n && pos + 2 * LANES <= words.len() {
+        let o = &mut out[i..i + LANES];
+        for k in 0..LANES {
+            o[k] = step(&mut x[k], 0, t, words, &mut pos);
+        }
+        i += LANES;
+    }
+    while i < n {
+        out[i] = step_checked(&mut x[i % LANES], 0, t, words, &mut pos)?;
+        i += 1;
+    }
+    check_end(&x, pos, words)
+}
+
+/// Decode `out.len()` symbols, symbol `i` with model `map[ctx[i]]`.
+/// `map` entries must be below the number of models in `t`.
+pub fn decode_ctx(input: &[u8], t: &DecTables, ctx: &[u8], map: &[u8; 256], out: &mut [u8]) -> Result<()> {
+    if ctx.len() != out.len() {
+        return Err(Error::invalid("rANS: context length differs from output length"));
+    }
+    if map.iter().any(|&m| m as usize >= t.models()) {
+        return Err(Error::corrupt("rANS: context mapped to a missing model"));
+    }
+    let mut base = [0usize; 256];
+    for (b, &m) in base.iter_mut().zip(map) {
+        *b = (m as usize) << t.p;
+    }
+    let (mut x, words) = read_states(input)?;
+    let mut pos = 0usize;
+    let mut i = 0;
+    let n = out.len();
+    while i + LANES <= n && pos + 2 * LANES <= words.len() {
+        let o = &mut out[i..i + LANES];
+        let c = &ctx[i..i + LANES];
+        for k in 0..LANES {
+            o[k] = step(&mut x[k], base[c[k] as usize], t, words, &mut pos);
+        }
+        i += LANES;
+    }
+    while i < n {
+        out[i] = step_checked(&mut x[i % LANES], base[ctx[i] as usize], t, words, &mut pos)?;
+        i += 1;
+    }
+    check_end(&x, pos, words)
+}
