@@ -8,6 +8,7 @@ pub mod codec;
 pub mod container;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod tensor;
 
 pub use error::{Error, ErrorKind, Result};

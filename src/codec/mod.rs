@@ -12,6 +12,7 @@ pub mod auto;
 pub mod entropy;
 pub mod float;
 pub mod lossless;
+pub mod lossy;
 pub mod planes;
 
 use crate::error::{Error, Result};
@@ -283,6 +284,10 @@ pub static REGISTRY: &[StageDef] = &[
     float::exp::EXP,
     float::special::CONST,
     float::special::TABLE,
+    lossy::SZ,
+    lossy::INT8,
+    lossy::INT4,
+    lossy::ROUND,
     auto::AUTO,
 ];
 

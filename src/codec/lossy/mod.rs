@@ -1,0 +1,213 @@
+//! Lossy codecs: each declares what it guarantees ([`super::Fidelity`]) and
+//! decodes back to the tensor's own dtype, so the decoded file loads anywhere.
+//!
+//! | stage | id | what | bound |
+//! |---|---|---|---|
+//! | `sz:abs=E` / `sz:rel=E` | 64 | SZ-style prediction + error-bounded linear quantization | \|x-x'\| <= E (rel: E × the chunk's value range) |
+//! | `int8:block=B` | 65 | blockwise symmetric absmax quantization to 8 bits | none guaranteed (measured) |
+//! | `int4:block=B` | 66 | the same to 4 bits, two values per byte | none guaranteed (measured) |
+//! | `round:bits=K` | 67 | mantissa rounded to K bits (RNE), then a lossless coder | \|x-x'\| <= 2^-(K+1) \|x\| |
+//!
+//! Every stage is a transform: the byte streams it produces (quantization
+//! codes, scales, values stored exactly) are coded by the next stage
+//! (default `zstd:level=3`; `round` hands its rounded tensor to a
+//! float-aware lossless stage). Non-float tensors (I64 position ids, masks)
+//! pass to the next stage unchanged, so a whole model can be compressed with
+//! one spec. The container decodes every lossy chunk again and checks the
+//! declared bound with [`crate::metrics::error::error_stats`] before it
+//! writes anything.
+
+pub mod quant;
+pub mod round;
+pub mod sz;
+
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+
+pub use quant::{INT4, INT8};
+pub use round::ROUND;
+pub use sz::SZ;
+
+/// The float dtypes the lossy codecs quantize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fk {
+    F16,
+    BF16,
+    F32,
+    F64,
+}
+
+impl Fk {
+    pub(crate) fn of(d: DType) -> Option<Fk> {
+        match d {
+            DType::F16 => Some(Fk::F16),
+            DType::BF16 => Some(Fk::BF16),
+            DType::F32 => Some(Fk::F32),
+            DType::F64 => Some(Fk::F64),
+            _ => None,
+        }
+    }
+    pub(crate) fn size(self) -> usize {
+        match self {
+            Fk::F16 | Fk::BF16 => 2,
+            Fk::F32 => 4,
+            Fk::F64 => 8,
+        }
+    }
+    /// One element's value.
+    #[inline]
+    pub(crate) fn load(self, b: &[u8]) -> f64 {
+        match self {
+            Fk::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f64(),
+            Fk::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f64(),
+            Fk::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+            Fk::F64 => f64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+        }
+    }
+    /// Every element's value; errors if `data` is not whole elements.
+    pub(crate) fn values(self, data: &[u8]) -> Result<Vec<f64>> {
+        let w = self.size();
+        if data.len() % w != 0 {
+            return Err(Error::invalid(format!("{} bytes is not a whole number of {w}-byte floats", data.len())));
+        }
+        Ok(data.chunks_exact(w).map(|b| self.load(b)).collect())
+    }
+    /// The value `v` becomes once written in this dtype (round to nearest).
+    /// Encoder and decoder both use this, so they agree bit for bit.
+    #[inline]
+    pub(crate) fn round(self, v: f64) -> f64 {
+        match self {
+            Fk::F16 => half::f16::from_f64(v).to_f64(),
+            Fk::BF16 => half::bf16::from_f64(v).to_f64(),
+            Fk::F32 => v as f32 as f64,
+            Fk::F64 => v,
+        }
+    }
+    /// Write `v` (already representable, see [`Fk::round`]) as one element.
+    #[inline]
+    pub(crate) fn store(self, v: f64, out: &mut [u8]) {
+        match self {
+            Fk::F16 => out.copy_from_slice(&half::f16::from_f64(v).to_le_bytes()),
+            Fk::BF16 => out.copy_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
+            Fk::F32 => out.copy_from_slice(&(v as f32).to_le_bytes()),
+            Fk::F64 => out.copy_from_slice(&v.to_le_bytes()),
+        }
+    }
+}
+
+/// Encode `data` with `next` into a u32-length-prefixed block of `out`.
+pub(crate) fn put_next(
+    next: &dyn super::Codec,
+    info: &super::ChunkInfo,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let mut buf = Vec::new();
+    next.encode(info, data, &mut buf)?;
+    super::put_block(out, &buf)
+}
+
+/// Decode the next block of `r` with `next` into exactly `len` bytes.
+pub(crate) fn get_next(
+    next: &dyn super::Codec,
+    info: &super::ChunkInfo,
+    r: &mut super::Reader,
+    len: usize,
+) -> Result<Vec<u8>> {
+    let block = r.block()?;
+    let mut out = vec![0u8; len];
+    next.decode(info, block, &mut out)?;
+    Ok(out)
+}
+
+/// The default next stage of the quantizers.
+pub(crate) fn default_next(next: Option<Box<dyn super::Codec>>) -> Result<Box<dyn super::Codec>> {
+    match next {
+        Some(n) => Ok(n),
+        None => super::build("zstd:level=3"),
+    }
+}
+
+/// Shared helpers for the lossy codecs' tests: a seeded PRNG and the
+/// adversarial tensors every bound must survive.
+#[cfg(test)]
+pub(crate) mod testdata {
+    use super::Fk;
+
+    pub struct Rng(u64);
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_add(0x9E37_79B9_7F4A_7C15))
+        }
+        /// splitmix64
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        pub fn uniform(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+        /// Roughly normal (sum of 4 uniforms), mean 0, std ~ s.
+        pub fn normal(&mut self, s: f64) -> f64 {
+            let u: f64 = (0..4).map(|_| self.uniform()).sum::<f64>() - 2.0;
+            u * s * 1.732
+        }
+    }
+
+    /// Encode values as `fk` elements (rounding to the dtype).
+    pub fn to_bytes(fk: Fk, v: &[f64]) -> Vec<u8> {
+        let w = fk.size();
+        let mut out = vec![0u8; v.len() * w];
+        for (x, o) in v.iter().zip(out.chunks_exact_mut(w)) {
+            match fk {
+                Fk::F16 => o.copy_from_slice(&half::f16::from_f64(*x).to_le_bytes()),
+                Fk::BF16 => o.copy_from_slice(&half::bf16::from_f64(*x).to_le_bytes()),
+                Fk::F32 => o.copy_from_slice(&(*x as f32).to_le_bytes()),
+                Fk::F64 => o.copy_from_slice(&x.to_le_bytes()),
+            }
+        }
+        out
+    }
+
+    /// Named adversarial value sets (finite values scaled to fit F16).
+    pub fn adversarial(seed: u64) -> Vec<(&'static str, Vec<f64>)> {
+        let mut r = Rng::new(seed);
+        let gauss: Vec<f64> = (0..3001).map(|_| r.normal(0.05)).collect();
+        let mut outlier = gauss.clone();
+        outlier[1234] = 3000.0;
+        outlier[7] = -2500.0;
+        let huge_range: Vec<f64> = (0..2048)
+            .map(|i| {
+                let e = (i % 38) as i32 - 24; // 2^-24 .. 2^13 (F16 keeps them finite)
+                let s = if i % 3 == 0 { -1.0 } else { 1.0 };
+                s * (1.0 + r.uniform()) * 2f64.powi(e)
+            })
+            .collect();
+        let mut specials = gauss[..1000].to_vec();
+        for (i, v) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, f64::NAN].into_iter().enumerate() {
+            specials[i * 191 + 3] = v;
+        }
+        specials[0] = f64::NAN;
+        specials[999] = f64::INFINITY;
+        let mut blocks = vec![0.0; 1500];
+        for (i, v) in blocks.iter_mut().enumerate().skip(500) {
+            *v = if i < 1000 { 0.75 } else { r.normal(1.0) };
+        }
+        vec![
+            ("gaussian", gauss),
+            ("outliers", outlier),
+            ("huge_range", huge_range),
+            ("specials", specials),
+            ("zero_const_noise_blocks", blocks),
+            ("all_zero", vec![0.0; 777]),
+            ("constant", vec![-1.25; 513]),
+            ("single", vec![0.3]),
+            ("odd_len", (0..13).map(|i| i as f64 * 0.1 - 0.6).collect()),
+            ("empty", vec![]),
+            ("all_nan", vec![f64::NAN; 9]),
+        ]
+    }
+}

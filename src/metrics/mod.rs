@@ -1,0 +1,5 @@
+//! Measurements: error statistics of lossy round trips, throughput, memory.
+
+pub mod error;
+
+pub use error::{error_stats, ErrorAccumulator, ErrorStats};
