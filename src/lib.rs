@@ -6,9 +6,11 @@
 
 pub mod codec;
 pub mod container;
+pub mod datasets;
 pub mod error;
 pub mod io;
 pub mod metrics;
+pub mod progress;
 pub mod tensor;
 
 pub use error::{Error, ErrorKind, Result};

@@ -67,6 +67,33 @@ enum Cmd {
     },
     /// List the codec stages this build knows.
     Codecs,
+    /// Fetch a dataset (datasets/NAME.toml) into the cache, verified by sha256;
+    /// import it to safetensors and derive variants on request.
+    Fetch {
+        /// Dataset names (`weightlab datasets` lists them) or manifest paths; `all` for every one.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Derived variants to make as well: bf16, f16, fp8-e4m3, or `all` (repeatable).
+        #[arg(long = "variant")]
+        variants: Vec<String>,
+        /// Cache root (default: $WEIGHTLAB_CACHE, else ~/.cache/weightlab).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Use only the cache: no network.
+        #[arg(long)]
+        offline: bool,
+        /// Do not try the hub (as HF_HUB_OFFLINE=1).
+        #[arg(long)]
+        no_hub: bool,
+        /// Do not try the mirrors.
+        #[arg(long)]
+        no_mirror: bool,
+        /// Hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// List the datasets (manifests) and what of them is in the cache.
+    Datasets,
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
@@ -157,10 +184,110 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if r.lossless { " (lossless: identical to the original)" } else { " (lossy archive)" }
             );
         }
+        Cmd::Fetch { names, variants, cache_dir, offline, no_hub, no_mirror, endpoint } => {
+            let mut opts = weightlab::datasets::FetchOptions { progress, verbose: !cli.quiet, ..Default::default() };
+            opts.cache_dir = cache_dir;
+            opts.offline = offline;
+            opts.hub &= !no_hub;
+            opts.mirrors = !no_mirror;
+            if endpoint.is_some() {
+                opts.endpoint = endpoint;
+            }
+            fetch_cmd(&names, &variants, &opts)?;
+        }
+        Cmd::Datasets => datasets_cmd()?,
         Cmd::Codecs => {
             for d in codec::REGISTRY {
                 println!("{:>4}  {:<10} {}", d.id, d.name, d.summary);
             }
+        }
+    }
+    Ok(())
+}
+
+fn fetch_cmd(names: &[String], variants: &[String], opts: &weightlab::datasets::FetchOptions) -> anyhow::Result<()> {
+    use weightlab::datasets;
+    let names: Vec<String> =
+        if names.iter().any(|n| n == "all") { datasets::list_names() } else { names.to_vec() };
+    for name in &names {
+        let m = datasets::load_manifest(name)?;
+        let wanted: Vec<String> = if variants.iter().any(|v| v == "all") {
+            m.declared_variants().iter().map(|v| v.name().to_string()).collect()
+        } else {
+            variants.to_vec()
+        };
+        let t0 = Instant::now();
+        let weights = m.files.iter().any(|f| matches!(f.format, datasets::FileFormat::Safetensors | datasets::FileFormat::Ct2));
+        if weights {
+            let mut all = vec!["original".to_string()];
+            all.extend(wanted);
+            for r in datasets::resolve(name, &all, opts).with_context(|| format!("dataset {name}"))? {
+                println!(
+                    "{}\t{}\t{}\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
+                    r.dataset,
+                    r.variant,
+                    if r.derived { "derived" } else { "original" },
+                    r.size,
+                    r.sha256,
+                    r.source,
+                    r.seconds,
+                    r.path.display()
+                );
+            }
+        } else {
+            if !wanted.is_empty() {
+                anyhow::bail!("dataset {name} has no weight file that can be imported; variants cannot be derived");
+            }
+            for f in datasets::fetch(name, opts).with_context(|| format!("dataset {name}"))? {
+                println!(
+                    "{}\t{}\tfetched ({:?})\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
+                    f.dataset,
+                    f.file,
+                    f.format,
+                    f.size,
+                    f.sha256,
+                    f.source,
+                    f.seconds,
+                    f.path.display()
+                );
+            }
+        }
+        if opts.verbose {
+            eprintln!("{name}: done in {:.2} s", t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+fn datasets_cmd() -> anyhow::Result<()> {
+    use weightlab::datasets;
+    let root = datasets::cache_dir();
+    println!("cache: {}", root.display());
+    for name in datasets::list_names() {
+        let m = match datasets::load_manifest(&name) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("{name}: {e}");
+                continue;
+            }
+        };
+        let hub = m.hub.as_ref().map(|h| format!("{}@{}", h.repo, h.revision)).unwrap_or_else(|| "-".into());
+        println!("{:<22} {}  [hub {hub}; license {}]", m.name, m.description, m.license);
+        for f in &m.files {
+            let cached = datasets::fetched_path(&root, &m, f).is_file();
+            let mirrors: Vec<String> = f.mirrors.iter().map(|x| x.describe()).collect();
+            println!(
+                "    {:<36} {:?}, {} bytes, sha256 {}, mirrors: {}{}",
+                f.path,
+                f.format,
+                f.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                f.sha256.as_deref().unwrap_or("(hub's)"),
+                if mirrors.is_empty() { "none".into() } else { mirrors.join(", ") },
+                if cached { " [cached]" } else { "" }
+            );
+        }
+        if !m.variants.is_empty() {
+            println!("    variants: original, {}", m.variants.join(", "));
         }
     }
     Ok(())
