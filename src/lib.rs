@@ -4,6 +4,7 @@
 //! ([`tensor`]), build codecs from spec strings ([`codec`]), write and read
 //! archives ([`container`]).
 
+pub mod analysis;
 pub mod codec;
 pub mod container;
 pub mod datasets;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod progress;
+pub mod report;
 pub mod tensor;
 
 pub use error::{Error, ErrorKind, Result};

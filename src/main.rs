@@ -67,6 +67,31 @@ enum Cmd {
     },
     /// List the codec stages this build knows.
     Codecs,
+    /// Byte frequencies, byte-plane and float-field entropies, the order-0
+    /// floor and value statistics of a safetensors file, per tensor and per dtype.
+    Analyze {
+        input: PathBuf,
+        /// Everything as JSON (histograms included).
+        #[arg(long)]
+        json: bool,
+        /// Only this tensor (repeatable); its full detail is printed.
+        #[arg(long = "tensor")]
+        tensors: Vec<String>,
+        /// Print the full detail of every tensor.
+        #[arg(long)]
+        detail: bool,
+        /// Print the Aveiro Tables 3.1-3.3 (markdown) with the published Qwen2-0.5B numbers beside ours.
+        #[arg(long)]
+        tables: bool,
+    },
+    /// Re-render the tables and charts of reports/NAME from its results.parquet (feature `lab`).
+    Report {
+        /// Experiment name (reports/NAME) or a report directory.
+        name: String,
+        /// Where report directories live.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+    },
     /// Fetch a dataset (datasets/NAME.toml) into the cache, verified by sha256;
     /// import it to safetensors and derive variants on request.
     Fetch {
@@ -196,6 +221,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             fetch_cmd(&names, &variants, &opts)?;
         }
         Cmd::Datasets => datasets_cmd()?,
+        Cmd::Analyze { input, json, tensors, detail, tables } => {
+            let map = weightlab::io::Mapped::open(&input)?;
+            let name = input.display().to_string();
+            let a = weightlab::analysis::analyze_safetensors(&name, map.bytes(), &tensors)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else if tables {
+                let t = a.main_total().context("no tensors")?;
+                let p = weightlab::analysis::tables::aveiro_qwen2_0_5b();
+                print!("{}", weightlab::analysis::tables::aveiro_tables(t, Some(&p)));
+            } else {
+                print!("{}", weightlab::analysis::tables::render_text(&a, detail || !tensors.is_empty()));
+            }
+        }
+        Cmd::Run { experiment, fresh, reps, out, verbose } => run_cmd(&experiment, fresh, reps, out, verbose, progress)?,
+        Cmd::Report { name, reports } => report_cmd(&name, &reports)?,
         Cmd::Codecs => {
             for d in codec::REGISTRY {
                 println!("{:>4}  {:<10} {}", d.id, d.name, d.summary);
@@ -203,6 +244,107 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn fetch_cmd(names: &[String], variants: &[String], opts: &weightlab::datasets::FetchOptions) -> anyhow::Result<()> {
+    use weightlab::datasets;
+    let names: Vec<String> =
+        if names.iter().any(|n| n == "all") { datasets::list_names() } else { names.to_vec() };
+    for name in &names {
+        let m = datasets::load_manifest(name)?;
+        let wanted: Vec<String> = if variants.iter().any(|v| v == "all") {
+            m.declared_variants().iter().map(|v| v.name().to_string()).collect()
+        } else {
+            variants.to_vec()
+        };
+        let t0 = Instant::now();
+        let weights = m.files.iter().any(|f| matches!(f.format, datasets::FileFormat::Safetensors | datasets::FileFormat::Ct2));
+        if weights {
+            let mut all = vec!["original".to_string()];
+            all.extend(wanted);
+            for r in datasets::resolve(name, &all, opts).with_context(|| format!("dataset {name}"))? {
+                println!(
+                    "{}\t{}\t{}\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
+                    r.dataset,
+                    r.variant,
+                    if r.derived { "derived" } else { "original" },
+                    r.size,
+                    r.sha256,
+                    r.source,
+                    r.seconds,
+                    r.path.display()
+                );
+            }
+        } else {
+            if !wanted.is_empty() {
+                anyhow::bail!("dataset {name} has no weight file that can be imported; variants cannot be derived");
+            }
+            for f in datasets::fetch(name, opts).with_context(|| format!("dataset {name}"))? {
+                println!(
+                    "{}\t{}\tfetched ({:?})\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
+                    f.dataset,
+                    f.file,
+                    f.format,
+                    f.size,
+                    f.sha256,
+                    f.source,
+                    f.seconds,
+                    f.path.display()
+                );
+            }
+        }
+        if opts.verbose {
+            eprintln!("{name}: done in {:.2} s", t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(())
+}
+
+fn datasets_cmd() -> anyhow::Result<()> {
+    use weightlab::datasets;
+    let root = datasets::cache_dir();
+    println!("cache: {}", root.display());
+    for name in datasets::list_names() {
+        let m = match datasets::load_manifest(&name) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("{name}: {e}");
+                continue;
+            }
+        };
+        let hub = m.hub.as_ref().map(|h| format!("{}@{}", h.repo, h.revision)).unwrap_or_else(|| "-".into());
+        println!("{:<22} {}  [hub {hub}; license {}]", m.name, m.description, m.license);
+        for f in &m.files {
+            let cached = datasets::fetched_path(&root, &m, f).is_file();
+            let mirrors: Vec<String> = f.mirrors.iter().map(|x| x.describe()).collect();
+            println!(
+                "    {:<36} {:?}, {} bytes, sha256 {}, mirrors: {}{}",
+                f.path,
+                f.format,
+                f.size.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                f.sha256.as_deref().unwrap_or("(hub's)"),
+                if mirrors.is_empty() { "none".into() } else { mirrors.join(", ") },
+                if cached { " [cached]" } else { "" }
+            );
+        }
+        if !m.variants.is_empty() {
+            println!("    variants: original, {}", m.variants.join(", "));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "lab")]
+fn report_cmd(name: &str, reports: &std::path::Path) -> anyhow::Result<()> {
+    let dir = if std::path::Path::new(name).is_dir() { PathBuf::from(name) } else { reports.join(name) };
+    let n = weightlab::report::rerender(&dir)?;
+    eprintln!("{}: re-rendered tables and charts from {} rows", dir.display(), n);
+    Ok(())
+}
+
+#[cfg(not(feature = "lab"))]
+fn report_cmd(_name: &str, _reports: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("this weightlab was built without the `lab` feature: rebuild with --features lab to render reports")
 }
 
 fn fetch_cmd(names: &[String], variants: &[String], opts: &weightlab::datasets::FetchOptions) -> anyhow::Result<()> {

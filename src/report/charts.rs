@@ -1,0 +1,480 @@
+//! Charts with plotters, each written as SVG and PNG. Text is drawn with the
+//! DejaVu fonts embedded in the binary (the `dejavu` crate, registered with
+//! plotters' ab_glyph backend), so no system fonts are needed.
+
+use super::{ReportMeta, pareto_front};
+use crate::analysis::summary::TensorAnalysis;
+use crate::error::{Error, Result};
+use crate::experiment::ResultRow;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+/// A chart written to `<stem>.svg` and `<stem>.png`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chart {
+    pub stem: String,
+    pub title: String,
+}
+
+/// Register the embedded DejaVu fonts under the family names plotters uses
+/// ("sans-serif", "serif", "monospace"). Idempotent.
+pub fn register_fonts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for fam in ["sans-serif", "serif"] {
+            let _ = plotters::style::register_font(fam, FontStyle::Normal, dejavu::sans::regular());
+            let _ = plotters::style::register_font(fam, FontStyle::Bold, dejavu::sans::bold());
+            let _ = plotters::style::register_font(fam, FontStyle::Oblique, dejavu::sans::oblique());
+            let _ = plotters::style::register_font(fam, FontStyle::Italic, dejavu::sans::oblique());
+        }
+        let _ = plotters::style::register_font("monospace", FontStyle::Normal, dejavu::sans_mono::regular());
+    });
+}
+
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn color(i: usize) -> RGBColor {
+    COLORS[i % COLORS.len()]
+}
+
+/// Draw with `$f(&root, args...)` into an SVG string and a PNG file, both
+/// written under a temporary name and renamed.
+macro_rules! both {
+    ($dir:expr, $stem:expr, $size:expr, $f:ident ( $($arg:expr),* )) => {{
+        let dir: &Path = $dir;
+        let stem: &str = $stem;
+        let size: (u32, u32) = $size;
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+            root.fill(&WHITE)?;
+            $f(&root, $($arg),*)?;
+            root.present()?;
+        }
+        let svg_path = dir.join(format!("{stem}.svg"));
+        crate::io::write_atomic(&svg_path, |w| std::io::Write::write_all(w, svg.as_bytes()))?;
+        let png_path = dir.join(format!("{stem}.png"));
+        let tmp = dir.join(format!(".{stem}.{}.tmp.png", std::process::id()));
+        let drawn: DrawResult = (|| {
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            root.fill(&WHITE)?;
+            $f(&root, $($arg),*)?;
+            root.present()?;
+            Ok(())
+        })();
+        if let Err(e) = drawn {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &png_path)?;
+    }};
+}
+
+/// One point of the ratio / throughput chart: a codec over its cells.
+#[derive(Debug, Clone)]
+struct CodecPoint {
+    codec: String,
+    lossless: bool,
+    ratio: f64,
+    mbps: f64,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// Per codec: summed ratio and median decompression throughput, over its
+/// tensor cells, or its whole-file cells when it has no tensor cells.
+fn codec_points(rows: &[ResultRow]) -> Vec<CodecPoint> {
+    let mut by: BTreeMap<&str, Vec<&ResultRow>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.available && r.compressed_bytes.is_some()) {
+        by.entry(r.codec.as_str()).or_default().push(r);
+    }
+    by.into_iter()
+        .filter_map(|(codec, cells)| {
+            let tensor: Vec<&ResultRow> = cells.iter().copied().filter(|r| r.tensor != "*").collect();
+            let cells = if tensor.is_empty() { cells } else { tensor };
+            let orig: u64 = cells.iter().map(|r| r.original_bytes).sum();
+            let comp: u64 = cells.iter().filter_map(|r| r.compressed_bytes).sum();
+            let mbps = median(cells.iter().filter_map(|r| r.decompress_mbps_median).collect())?;
+            (orig > 0).then(|| CodecPoint {
+                codec: codec.to_string(),
+                lossless: cells[0].lossless,
+                ratio: comp as f64 / orig as f64,
+                mbps,
+            })
+        })
+        .collect()
+}
+
+fn log_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = vals
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    (hi > 0.0).then(|| (lo / 2.0, hi * 2.0))
+}
+
+fn draw_pareto<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, pts: &[CodecPoint], title: &str) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let (xlo, xhi) = log_range(pts.iter().map(|p| p.mbps)).unwrap_or((1.0, 10.0));
+    let ymax = pts.iter().map(|p| p.ratio * 100.0).fold(0.0f64, f64::max).max(1.0) * 1.08;
+    let ymin = (pts.iter().map(|p| p.ratio * 100.0).fold(f64::INFINITY, f64::min) * 0.9).min(ymax * 0.5).max(0.0);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d((xlo..xhi).log_scale(), ymin..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc("decompression throughput, MB/s (log scale; higher is better)")
+        .y_desc("compressed size, % of original (lower is better)")
+        .x_label_formatter(&|v| if *v < 10.0 { format!("{v:.1}") } else { format!("{v:.0}") })
+        .y_label_formatter(&|v| format!("{v:.0} %"))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()?;
+    let lossless: Vec<usize> = (0..pts.len()).filter(|&i| pts[i].lossless).collect();
+    let xy: Vec<(f64, f64)> = lossless.iter().map(|&i| (pts[i].mbps, pts[i].ratio * 100.0)).collect();
+    let front: Vec<usize> = pareto_front(&xy).into_iter().map(|k| lossless[k]).collect();
+    let red = RGBColor(214, 39, 40);
+    chart
+        .draw_series(LineSeries::new(front.iter().map(|&i| (pts[i].mbps, pts[i].ratio * 100.0)), red.stroke_width(2)))?
+        .label("Pareto front (lossless)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
+    let blue = color(0);
+    let grey = RGBColor(120, 120, 120);
+    chart
+        .draw_series(pts.iter().enumerate().map(|(i, p)| {
+            let on = front.contains(&i);
+            let c = if on { red } else if p.lossless { blue } else { grey };
+            let marker: DynElement<DB, (f64, f64)> = if p.lossless {
+                Circle::new((p.mbps, p.ratio * 100.0), if on { 6 } else { 4 }, c.filled()).into_dyn()
+            } else {
+                TriangleMarker::new((p.mbps, p.ratio * 100.0), 6, c.filled()).into_dyn()
+            };
+            marker
+        }))?
+        .label("codec (triangle: lossy)")
+        .legend(move |(x, y)| Circle::new((x + 10, y), 4, blue.filled()));
+    chart.draw_series(pts.iter().map(|p| {
+        Text::new(format!(" {}", p.codec), (p.mbps, p.ratio * 100.0), ("sans-serif", 12).into_font())
+    }))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()?;
+    Ok(())
+}
+
+/// Per tensor: ratio of the best `k` lossless codecs against the tensor's floor.
+fn draw_floor<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, series: &[(String, Vec<(f64, f64)>)]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let all = series.iter().flat_map(|(_, v)| v.iter());
+    let max = all.clone().map(|&(x, y)| x.max(y)).fold(0.0f64, f64::max).max(0.05) * 100.0 * 1.05;
+    let min = (all.map(|&(x, y)| x.min(y)).fold(f64::INFINITY, f64::min) * 100.0 * 0.9).min(max * 0.5).max(0.0);
+    let mut chart = ChartBuilder::on(root)
+        .caption("Per-tensor ratio against the order-0 floor", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(min..max, min..max)?;
+    chart
+        .configure_mesh()
+        .x_desc("order-0 floor of the tensor, % of original")
+        .y_desc("achieved size, % of original")
+        .x_label_formatter(&|v| format!("{v:.0} %"))
+        .y_label_formatter(&|v| format!("{v:.0} %"))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new([(min, min), (max, max)], BLACK.stroke_width(1)))?
+        .label("ratio = floor")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    for (k, (codec, pts)) in series.iter().enumerate() {
+        let c = color(k);
+        chart
+            .draw_series(pts.iter().map(move |&(x, y)| Circle::new((x * 100.0, y * 100.0), 3, c.filled())))?
+            .label(codec.clone())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    Ok(())
+}
+
+fn draw_bytes<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &TensorAnalysis, label: &str) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let (top, rest) = root.split_vertically(40);
+    top.draw(&Text::new(
+        format!("Byte histograms per plane: {label}, {} ({} tensors, {} weights)", t.dtype, t.tensors, t.numel),
+        (15, 10),
+        ("sans-serif", 20).into_font(),
+    ))?;
+    let panels = rest.split_evenly((t.planes.len().max(1), 1));
+    for (panel, pl) in panels.iter().zip(t.planes.iter().rev()) {
+        let total: u64 = pl.histogram.iter().sum::<u64>().max(1);
+        let shares: Vec<f64> = pl.histogram.iter().map(|&c| 100.0 * c as f64 / total as f64).collect();
+        let ymax = shares.iter().copied().fold(0.0f64, f64::max).max(0.01) * 1.1;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("plane {} ({}): entropy {:.3} bits", pl.plane, pl.holds, pl.entropy),
+                ("sans-serif", 16),
+            )
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..256f64, 0f64..ymax)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(17)
+            .x_label_formatter(&|v| format!("0x{:02x}", (*v as u32).min(255)))
+            .y_label_formatter(&|v| format!("{v:.1} %"))
+            .label_style(("sans-serif", 12))
+            .draw()?;
+        let c = color(0);
+        chart.draw_series(
+            shares
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s > 0.0)
+                .map(|(b, &s)| Rectangle::new([(b as f64, 0.0), (b as f64 + 0.9, s)], c.filled())),
+        )?;
+    }
+    Ok(())
+}
+
+fn draw_exponents<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &TensorAnalysis, label: &str) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let h = &t.exponent_histogram;
+    let total: u64 = h.iter().sum::<u64>().max(1);
+    let nz: Vec<usize> = (0..h.len()).filter(|&i| h[i] > 0).collect();
+    let (lo, hi) = (*nz.first().unwrap_or(&0), *nz.last().unwrap_or(&0));
+    let bias = t.exponent_bias as f64;
+    let ymax = h.iter().map(|&c| 100.0 * c as f64 / total as f64).fold(0.0f64, f64::max).max(0.01) * 1.1;
+    let hexp = t.fields.as_ref().map_or(0.0, |f| f.exponent);
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!("Exponent histogram: {label}, {} (H = {hexp:.3} bits, {} distinct)", t.dtype, nz.len()),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d((lo as f64 - bias - 1.0)..(hi as f64 - bias + 2.0), 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc("unbiased exponent e (value = ±2^e × 1.m; the lowest raw exponent is zero/subnormal)")
+        .y_desc("share of weights")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.1} %"))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()?;
+    let c = color(2);
+    chart.draw_series(nz.iter().map(|&i| {
+        let x = i as f64 - bias;
+        Rectangle::new([(x, 0.0), (x + 0.85, 100.0 * h[i] as f64 / total as f64)], c.filled())
+    }))?;
+    Ok(())
+}
+
+/// Rate–distortion points of the lossy codecs: (family, [(error, ratio, codec)]).
+type RdSeries = Vec<(String, Vec<(f64, f64, String)>)>;
+
+fn rd_series(rows: &[ResultRow]) -> (RdSeries, RdSeries) {
+    let mut by: BTreeMap<&str, Vec<&ResultRow>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| !r.lossless && r.available && r.compressed_bytes.is_some()) {
+        by.entry(r.codec.as_str()).or_default().push(r);
+    }
+    let mut rel: BTreeMap<String, Vec<(f64, f64, String)>> = BTreeMap::new();
+    let mut rmse: BTreeMap<String, Vec<(f64, f64, String)>> = BTreeMap::new();
+    for (codec, cells) in by {
+        let tensor: Vec<&ResultRow> = cells.iter().copied().filter(|r| r.tensor != "*").collect();
+        let cells = if tensor.is_empty() { cells } else { tensor };
+        let orig: u64 = cells.iter().map(|r| r.original_bytes).sum();
+        let comp: u64 = cells.iter().filter_map(|r| r.compressed_bytes).sum();
+        if orig == 0 {
+            continue;
+        }
+        let ratio = comp as f64 / orig as f64 * 100.0;
+        let family = codec.split([':', '>']).next().unwrap_or(codec).to_string();
+        let max_rel = cells.iter().filter_map(|r| r.max_rel_err).fold(f64::NAN, f64::max);
+        if max_rel.is_finite() && max_rel > 0.0 {
+            rel.entry(family.clone()).or_default().push((max_rel, ratio, codec.to_string()));
+        }
+        let (se, n) = cells
+            .iter()
+            .filter_map(|r| r.rmse.map(|e| (e * e * r.numel as f64, r.numel as f64)))
+            .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
+        if n > 0.0 && se > 0.0 {
+            rmse.entry(family).or_default().push(((se / n).sqrt(), ratio, codec.to_string()));
+        }
+    }
+    let sorted = |m: BTreeMap<String, Vec<(f64, f64, String)>>| -> RdSeries {
+        m.into_iter()
+            .map(|(k, mut v)| {
+                v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                (k, v)
+            })
+            .collect()
+    };
+    (sorted(rel), sorted(rmse))
+}
+
+fn draw_rd_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, s: &RdSeries, xdesc: &str, fams: &[String]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let (xlo, xhi) = log_range(s.iter().flat_map(|(_, v)| v.iter().map(|p| p.0))).unwrap_or((1e-6, 1.0));
+    let ymax = s.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("ratio vs {xdesc}"), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((xlo..xhi).log_scale(), 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_desc(format!("{xdesc} (log scale)"))
+        .y_desc("compressed size, % of original")
+        .x_label_formatter(&|v| format!("{v:.0e}"))
+        .y_label_formatter(&|v| format!("{v:.0} %"))
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .draw()?;
+    for (fam, pts) in s {
+        let c = color(fams.iter().position(|f| f == fam).unwrap_or(0));
+        chart
+            .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), c.stroke_width(2)))?
+            .label(fam.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    Ok(())
+}
+
+fn draw_rd<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rel: &RdSeries, rmse: &RdSeries) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let mut fams: Vec<String> = rel.iter().chain(rmse).map(|(f, _)| f.clone()).collect();
+    fams.sort();
+    fams.dedup();
+    let (top, rest) = root.split_vertically(36);
+    top.draw(&Text::new("Rate-distortion of the lossy codecs", (15, 8), ("sans-serif", 20).into_font()))?;
+    let (l, r) = rest.split_horizontally(rest.dim_in_pixel().0 / 2);
+    draw_rd_panel(&l, rel, "max relative error", &fams)?;
+    draw_rd_panel(&r, rmse, "RMSE", &fams)?;
+    Ok(())
+}
+
+fn write_all_charts(dir: &Path, rows: &[ResultRow], meta: &ReportMeta) -> std::result::Result<Vec<Chart>, Box<dyn std::error::Error>> {
+    register_fonts();
+    let mut out = Vec::new();
+    let title = if meta.name.is_empty() { String::new() } else { format!("{}: ", meta.name) };
+
+    let pts = codec_points(rows);
+    if !pts.is_empty() {
+        let t = format!("{title}size vs decompression throughput");
+        both!(dir, "ratio_vs_decompress", (1100, 700), draw_pareto(&pts, &t));
+        out.push(Chart { stem: "ratio_vs_decompress".into(), title: "Ratio vs decompression throughput, Pareto front in red".into() });
+    }
+
+    // Per-tensor ratio vs floor: the (up to) 8 lossless codecs with the smallest total.
+    let mut best: Vec<&CodecPoint> = pts.iter().filter(|p| p.lossless).collect();
+    best.sort_by(|a, b| a.ratio.total_cmp(&b.ratio).then(a.codec.cmp(&b.codec)));
+    let series: Vec<(String, Vec<(f64, f64)>)> = best
+        .iter()
+        .take(8)
+        .map(|p| {
+            let v: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.codec == p.codec && r.tensor != "*" && r.available)
+                .filter_map(|r| Some((r.floor_ratio?, r.ratio?)))
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
+            (p.codec.clone(), v)
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    if !series.is_empty() {
+        both!(dir, "ratio_vs_floor", (1000, 800), draw_floor(&series));
+        out.push(Chart { stem: "ratio_vs_floor".into(), title: "Per-tensor ratio against the order-0 floor".into() });
+    }
+
+    for (k, a) in meta.analyses.iter().enumerate() {
+        let Some(t) = a.totals.first() else { continue };
+        let sfx = if k == 0 { String::new() } else { format!("_{}", k + 1) };
+        let stem = format!("byte_histograms{sfx}");
+        let h = 80 + 230 * t.planes.len().max(1) as u32;
+        both!(dir, &stem, (1100, h), draw_bytes(t, &a.label));
+        out.push(Chart { stem, title: format!("Byte histograms per plane ({})", a.label) });
+        if !t.exponent_histogram.is_empty() {
+            let stem = format!("exponent_histogram{sfx}");
+            both!(dir, &stem, (1100, 600), draw_exponents(t, &a.label));
+            out.push(Chart { stem, title: format!("Exponent histogram ({})", a.label) });
+        }
+    }
+
+    let (rel, rmse) = rd_series(rows);
+    if !rel.is_empty() || !rmse.is_empty() {
+        both!(dir, "rate_distortion", (1400, 650), draw_rd(&rel, &rmse));
+        out.push(Chart { stem: "rate_distortion".into(), title: "Rate-distortion: ratio vs max relative error and vs RMSE".into() });
+    }
+    Ok(out)
+}
+
+/// Write every chart that the rows and meta allow, as SVG and PNG, and
+/// return what was written.
+pub fn write_charts(dir: &Path, rows: &[ResultRow], meta: &ReportMeta) -> Result<Vec<Chart>> {
+    write_all_charts(dir, rows, meta).map_err(|e| Error::invalid(format!("drawing charts in {}: {e}", dir.display())))
+}

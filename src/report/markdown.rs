@@ -1,0 +1,428 @@
+//! `summary.md`: markdown tables grouped and sorted with Polars.
+//!
+//! Ratios are compressed / original over the group's summed bytes (smaller is
+//! better); the floor is the order-0 floor of the same tensors; throughputs are
+//! the median over the group's cells of each cell's median. Peers that are not
+//! installed are listed as unavailable, never given numbers.
+
+use super::ReportMeta;
+use super::charts::Chart;
+use super::frame::rows_to_frame;
+use crate::analysis::tables::aveiro_tables;
+use crate::error::{Error, Result};
+use crate::experiment::ResultRow;
+use polars::prelude::*;
+use std::fmt::Write;
+
+fn pe(e: PolarsError) -> Error {
+    Error::invalid(format!("summary tables: {e}"))
+}
+
+/// The aggregates every grouped table uses.
+fn aggregates() -> Vec<(&'static str, Expr)> {
+    vec![
+        ("family", col("family").first().alias("family")),
+        ("lossless", col("lossless").first().alias("lossless")),
+        ("bound", col("bound").first().alias("bound")),
+        ("cells", len().alias("cells")),
+        ("original", col("original_bytes").sum().alias("original")),
+        ("compressed", col("compressed_bytes").sum().alias("compressed")),
+        ("floor", col("floor_bytes").sum().alias("floor")),
+        ("floor_cells", col("floor_bytes").count().alias("floor_cells")),
+        ("c_mbps", col("compress_mbps_median").median().alias("c_mbps")),
+        ("d_mbps", col("decompress_mbps_median").median().alias("d_mbps")),
+        ("verified_cells", col("verified").cast(DataType::UInt32).sum().alias("verified_cells")),
+        ("max_abs", col("max_abs_err").max().alias("max_abs")),
+        ("max_rel", col("max_rel_err").max().alias("max_rel")),
+        ("se_sum", (col("rmse") * col("rmse") * col("numel").cast(DataType::Float64)).sum().alias("se_sum")),
+        ("se_n", col("numel").filter(col("rmse").is_not_null()).sum().alias("se_n")),
+        ("psnr_min", col("psnr").min().alias("psnr_min")),
+        ("held", col("bound_held").cast(DataType::UInt32).sum().alias("held")),
+        ("bound_checked", col("bound_held").count().alias("bound_checked")),
+    ]
+}
+
+/// Group the available cells selected by `filter` by `by`, aggregate, and
+/// sort by `by` minus its last key, then ratio, then the keys.
+fn grouped(df: &DataFrame, filter: Expr, by: &[&str]) -> Result<DataFrame> {
+    let keys: Vec<Expr> = by.iter().map(|k| col(*k)).collect();
+    let mut sort_by: Vec<PlSmallStr> = by[..by.len() - 1].iter().map(|s| PlSmallStr::from(*s)).collect();
+    sort_by.push("ratio".into());
+    sort_by.extend(by.iter().map(|s| PlSmallStr::from(*s)));
+    df.clone()
+        .lazy()
+        .filter(col("available").and(filter))
+        .group_by(keys)
+        .agg(aggregates().into_iter().filter(|(n, _)| !by.contains(n)).map(|(_, e)| e).collect::<Vec<_>>())
+        .with_columns([(col("compressed").cast(DataType::Float64) / col("original").cast(DataType::Float64))
+            .alias("ratio")])
+        .sort(sort_by, SortMultipleOptions::default())
+        .collect()
+        .map_err(pe)
+}
+
+fn get(df: &DataFrame, c: &str, i: usize) -> AnyValue<'static> {
+    df.column(c).ok().and_then(|s| s.get(i).ok()).map(|v| v.into_static()).unwrap_or(AnyValue::Null)
+}
+
+fn num(v: &AnyValue) -> Option<f64> {
+    match v {
+        AnyValue::Null => None,
+        AnyValue::Float64(x) => Some(*x),
+        AnyValue::Float32(x) => Some(*x as f64),
+        AnyValue::UInt64(x) => Some(*x as f64),
+        AnyValue::UInt32(x) => Some(*x as f64),
+        AnyValue::Int64(x) => Some(*x as f64),
+        AnyValue::Int32(x) => Some(*x as f64),
+        _ => None,
+    }
+    .filter(|x| x.is_finite())
+}
+
+fn text(v: &AnyValue) -> String {
+    match v {
+        AnyValue::Null => String::new(),
+        AnyValue::String(s) => s.to_string(),
+        AnyValue::StringOwned(s) => s.to_string(),
+        AnyValue::Boolean(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+const DASH: &str = "–";
+
+fn f_pct(x: Option<f64>) -> String {
+    x.map_or(DASH.into(), |x| format!("{:.2} %", 100.0 * x))
+}
+fn f_mb(x: Option<f64>) -> String {
+    x.map_or(DASH.into(), |x| format!("{:.3}", x / 1e6))
+}
+fn f_mbps(x: Option<f64>) -> String {
+    x.map_or(DASH.into(), |x| if x < 10.0 { format!("{x:.2}") } else { format!("{x:.0}") })
+}
+fn f_sci(x: Option<f64>) -> String {
+    x.map_or(DASH.into(), |x| format!("{x:.3e}"))
+}
+
+/// A cell of a grouped table.
+#[derive(Clone, Copy)]
+enum Cell {
+    Key(&'static str),
+    Mode,
+    Cells,
+    Original,
+    Compressed,
+    Ratio,
+    Floor,
+    VsFloor,
+    CompressMbps,
+    DecompressMbps,
+    Verified,
+    Bound,
+    MaxAbs,
+    MaxRel,
+    Rmse,
+    PsnrMin,
+    Held,
+}
+
+impl Cell {
+    fn header(self) -> String {
+        match self {
+            Cell::Key(k) => k.replace('_', " "),
+            Cell::Mode => "mode".into(),
+            Cell::Cells => "cells".into(),
+            Cell::Original => "original MB".into(),
+            Cell::Compressed => "compressed MB".into(),
+            Cell::Ratio => "ratio".into(),
+            Cell::Floor => "order-0 floor".into(),
+            Cell::VsFloor => "ratio ÷ floor".into(),
+            Cell::CompressMbps => "compress MB/s (median)".into(),
+            Cell::DecompressMbps => "decompress MB/s (median)".into(),
+            Cell::Verified => "verified".into(),
+            Cell::Bound => "bound".into(),
+            Cell::MaxAbs => "max abs err".into(),
+            Cell::MaxRel => "max rel err".into(),
+            Cell::Rmse => "RMSE".into(),
+            Cell::PsnrMin => "PSNR min (dB)".into(),
+            Cell::Held => "bound held".into(),
+        }
+    }
+    fn right(self) -> bool {
+        !matches!(self, Cell::Key(_) | Cell::Mode | Cell::Bound)
+    }
+    fn render(self, df: &DataFrame, i: usize) -> String {
+        let n = |c: &str| num(&get(df, c, i));
+        let floor = || {
+            let (cells, fc) = (n("cells"), n("floor_cells"));
+            if cells.is_some() && cells == fc { Some(n("floor")? / n("original")?) } else { None }
+        };
+        match self {
+            Cell::Key(k) => text(&get(df, k, i)).replace('|', "\\|"),
+            Cell::Mode => match get(df, "lossless", i) {
+                AnyValue::Boolean(true) => "lossless".into(),
+                AnyValue::Boolean(false) => "lossy".into(),
+                _ => String::new(),
+            },
+            Cell::Cells => n("cells").map_or(DASH.into(), |x| format!("{x:.0}")),
+            Cell::Original => f_mb(n("original")),
+            Cell::Compressed => f_mb(n("compressed")),
+            Cell::Ratio => f_pct(n("ratio")),
+            Cell::Floor => f_pct(floor()),
+            Cell::VsFloor => match (n("ratio"), floor()) {
+                (Some(r), Some(f)) if f > 0.0 => format!("{:.3}", r / f),
+                _ => DASH.into(),
+            },
+            Cell::CompressMbps => f_mbps(n("c_mbps")),
+            Cell::DecompressMbps => f_mbps(n("d_mbps")),
+            Cell::Verified => format!("{:.0}/{:.0}", n("verified_cells").unwrap_or(0.0), n("cells").unwrap_or(0.0)),
+            Cell::Bound => text(&get(df, "bound", i)),
+            Cell::MaxAbs => f_sci(n("max_abs")),
+            Cell::MaxRel => f_sci(n("max_rel")),
+            Cell::Rmse => match (n("se_sum"), n("se_n")) {
+                (Some(s), Some(c)) if c > 0.0 => f_sci(Some((s / c).sqrt())),
+                _ => DASH.into(),
+            },
+            Cell::PsnrMin => n("psnr_min").map_or(DASH.into(), |x| format!("{x:.2}")),
+            Cell::Held => match (n("held"), n("bound_checked")) {
+                (Some(h), Some(c)) if c > 0.0 => format!("{h:.0}/{c:.0}"),
+                _ => DASH.into(),
+            },
+        }
+    }
+}
+
+/// Render a grouped frame; `extra` adds a last column computed from the row.
+fn table(df: &DataFrame, cells: &[Cell], extra: Option<(&str, &dyn Fn(&DataFrame, usize) -> String)>) -> String {
+    let mut s = String::new();
+    let mut head: Vec<String> = cells.iter().map(|c| c.header()).collect();
+    let mut align: Vec<&str> = cells.iter().map(|c| if c.right() { "---:" } else { "---" }).collect();
+    if let Some((h, _)) = extra {
+        head.push(h.to_string());
+        align.push("---");
+    }
+    let _ = writeln!(s, "| {} |", head.join(" | "));
+    let _ = writeln!(s, "|{}|", align.join("|"));
+    for i in 0..df.height() {
+        let mut row: Vec<String> = cells.iter().map(|c| c.render(df, i)).collect();
+        if let Some((_, f)) = extra {
+            row.push(f(df, i));
+        }
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+    s
+}
+
+const CODEC_CELLS: [Cell; 12] = [
+    Cell::Key("codec"),
+    Cell::Key("family"),
+    Cell::Mode,
+    Cell::Cells,
+    Cell::Original,
+    Cell::Compressed,
+    Cell::Ratio,
+    Cell::Floor,
+    Cell::VsFloor,
+    Cell::CompressMbps,
+    Cell::DecompressMbps,
+    Cell::Verified,
+];
+
+/// Render `summary.md`.
+pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart]) -> Result<String> {
+    let df = rows_to_frame(rows)?;
+    let mut s = String::new();
+    let title = if meta.name.is_empty() { "weightlab report" } else { meta.name.as_str() };
+    let _ = writeln!(s, "# {title}\n");
+    if !meta.description.is_empty() {
+        let _ = writeln!(s, "{}\n", meta.description.trim());
+    }
+    let mut datasets: Vec<String> = rows.iter().map(|r| format!("{} ({})", r.dataset, r.variant)).collect();
+    datasets.sort();
+    datasets.dedup();
+    let mut codecs: Vec<&str> = rows.iter().map(|r| r.codec.as_str()).collect();
+    codecs.sort();
+    codecs.dedup();
+    let avail = rows.iter().filter(|r| r.available).count();
+    let _ = writeln!(
+        s,
+        "{} cells ({} measured), {} codecs, datasets: {}.\n",
+        rows.len(),
+        avail,
+        codecs.len(),
+        if datasets.is_empty() { "none".to_string() } else { datasets.join(", ") }
+    );
+    if let Some(m) = meta.machine.as_object() {
+        let items: Vec<String> = m
+            .iter()
+            .filter(|(_, v)| v.is_string() || v.is_number() || v.is_boolean())
+            .map(|(k, v)| format!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect();
+        if !items.is_empty() {
+            let _ = writeln!(s, "Machine: {}.\n", items.join("; "));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Ratio = compressed / original bytes over the group (smaller is better); the floor is the order-0 \
+         entropy floor of the same tensors (one model per tensor); throughput in MB/s of original data, \
+         the median over cells of each cell's median.\n"
+    );
+
+    let tensor_rows = rows.iter().any(|r| r.tensor != "*");
+    let file_rows = rows.iter().any(|r| r.tensor == "*");
+    let published = |df: &DataFrame, i: usize| -> String {
+        meta.published_by_codec.get(&text(&get(df, "codec", i))).cloned().unwrap_or_default()
+    };
+    let pub_label = if meta.published_label.is_empty() { "published" } else { meta.published_label.as_str() };
+    let extra: Option<(&str, &dyn Fn(&DataFrame, usize) -> String)> =
+        if meta.published_by_codec.is_empty() { None } else { Some((pub_label, &published)) };
+
+    if tensor_rows {
+        let g = grouped(&df, col("tensor").neq(lit("*")), &["codec"])?;
+        let _ = writeln!(s, "## Per codec, summed over tensors\n");
+        s += &table(&g, &CODEC_CELLS, extra);
+        s += "\n";
+    }
+    if file_rows {
+        let g = grouped(&df, col("tensor").eq(lit("*")), &["codec"])?;
+        let _ = writeln!(s, "## Per codec, whole files\n");
+        s += &table(&g, &CODEC_CELLS, extra);
+        s += "\n";
+    }
+    let unavailable = df
+        .clone()
+        .lazy()
+        .filter(col("available").not())
+        .group_by([col("codec")])
+        .agg([col("note").first().alias("note"), len().alias("cells")])
+        .sort(["codec"], SortMultipleOptions::default())
+        .collect()
+        .map_err(pe)?;
+    if unavailable.height() > 0 {
+        let _ = writeln!(s, "Not measured (tool not available on this machine):\n");
+        for i in 0..unavailable.height() {
+            let note = text(&get(&unavailable, "note", i));
+            let _ = writeln!(
+                s,
+                "- `{}`{}",
+                text(&get(&unavailable, "codec", i)),
+                if note.is_empty() { String::new() } else { format!(": {note}") }
+            );
+        }
+        s += "\n";
+    }
+
+    // The breakdowns use the per-tensor cells when there are any.
+    let base = if tensor_rows { col("tensor").neq(lit("*")) } else { lit(true) };
+    let scope = if tensor_rows { "tensor cells" } else { "whole-file cells" };
+    let breakdown = [
+        Cell::Cells,
+        Cell::Original,
+        Cell::Compressed,
+        Cell::Ratio,
+        Cell::Floor,
+        Cell::VsFloor,
+        Cell::DecompressMbps,
+    ];
+    if datasets.len() > 1 {
+        let g = grouped(&df, base.clone(), &["dataset", "variant", "codec"])?;
+        let mut cells = vec![Cell::Key("dataset"), Cell::Key("variant"), Cell::Key("codec")];
+        cells.extend(breakdown);
+        let _ = writeln!(s, "## Per dataset ({scope})\n");
+        s += &table(&g, &cells, None);
+        s += "\n";
+    }
+    {
+        let g = grouped(&df, base.clone(), &["dtype", "codec"])?;
+        let mut cells = vec![Cell::Key("dtype"), Cell::Key("codec")];
+        cells.extend(breakdown);
+        let _ = writeln!(s, "## Per dtype ({scope})\n");
+        s += &table(&g, &cells, None);
+        s += "\n";
+    }
+    if tensor_rows {
+        let g = grouped(&df, base.clone(), &["tensor_class", "codec"])?;
+        let mut cells = vec![Cell::Key("tensor_class"), Cell::Key("codec")];
+        cells.extend(breakdown);
+        let _ = writeln!(s, "## Per tensor class ({scope})\n");
+        s += &table(&g, &cells, None);
+        s += "\n";
+    }
+    if rows.iter().any(|r| !r.lossless && r.available) {
+        let g = grouped(&df, base.clone(), &["lossless", "codec"])?;
+        let cells = [
+            Cell::Mode,
+            Cell::Key("codec"),
+            Cell::Bound,
+            Cell::Cells,
+            Cell::Ratio,
+            Cell::MaxAbs,
+            Cell::MaxRel,
+            Cell::Rmse,
+            Cell::PsnrMin,
+            Cell::Held,
+            Cell::DecompressMbps,
+        ];
+        let _ = writeln!(s, "## Lossless vs lossy ({scope})\n");
+        s += &table(&g, &cells, None);
+        let _ = writeln!(
+            s,
+            "\nErrors are the worst over the group's cells (PSNR: the lowest); RMSE is pooled over all weights.\n"
+        );
+    }
+
+    for a in &meta.analyses {
+        let _ = writeln!(s, "## Entropy of {}\n", a.label);
+        let _ = writeln!(s, "| dtype | tensors | weights | bytes | entropy per plane, bits (high → low) | order-0 floor |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---|---:|");
+        for t in &a.totals {
+            let planes: Vec<String> = t.planes.iter().rev().map(|p| format!("{:.3}", p.entropy)).collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {:.2} % |",
+                t.dtype,
+                t.tensors,
+                t.numel,
+                t.bytes,
+                planes.join(" / "),
+                100.0 * t.floor_ratio
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nWith one model per tensor the floor is {:.2} % of the tensor data.\n",
+            100.0 * a.floor_ratio_per_tensor
+        );
+        if let Some(t) = a.totals.first() {
+            s += &aveiro_tables(t, meta.published_entropy.as_ref());
+            s += "\n";
+        }
+    }
+
+    for r in &meta.published {
+        let _ = writeln!(s, "## {} (as published)\n", r.title);
+        if !r.source.is_empty() {
+            let _ = writeln!(s, "{}\n", r.source);
+        }
+        if !r.header.is_empty() {
+            let _ = writeln!(s, "| {} |", r.header.join(" | "));
+            let _ = writeln!(s, "|{}|", vec!["---"; r.header.len()].join("|"));
+            for row in &r.rows {
+                let _ = writeln!(s, "| {} |", row.join(" | "));
+            }
+            s += "\n";
+        }
+    }
+
+    if !charts.is_empty() {
+        let _ = writeln!(s, "## Charts\n");
+        for c in charts {
+            let _ = writeln!(s, "- {} ([SVG]({}.svg), [PNG]({}.png))", c.title, c.stem, c.stem);
+        }
+        for c in charts {
+            let _ = writeln!(s, "\n![{}]({}.png)", c.title, c.stem);
+        }
+    }
+    Ok(s)
+}

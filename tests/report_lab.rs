@@ -1,0 +1,228 @@
+//! Reports on synthetic rows: parquet, csv, summary.md and charts are
+//! written with the expected rows and columns, the charts are valid PNG and
+//! SVG with text, and `report` re-renders an identical summary.md from the
+//! saved parquet.
+#![cfg(feature = "lab")]
+
+use std::path::Path;
+use weightlab::analysis::{analyze_views, tables};
+use weightlab::experiment::ResultRow;
+use weightlab::report::{self, AnalysisInput, ReferenceTable, ReportMeta};
+use weightlab::tensor::{DType, TensorView};
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A small BF16 tensor shaped like trained weights (roughly normal, std 0.02).
+fn bf16_weights(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    (0..n)
+        .flat_map(|_| {
+            let u: f64 = (0..12).map(|_| (splitmix(&mut s) >> 11) as f64 / (1u64 << 53) as f64).sum::<f64>() - 6.0;
+            half::bf16::from_f64(u * 0.02).to_bits().to_le_bytes()
+        })
+        .collect()
+}
+
+fn rows() -> Vec<ResultRow> {
+    let tensors = [("embed.weight", "embedding", 4000u64), ("l0.attn.q", "attention", 2000), ("l0.mlp.up", "mlp", 3000)];
+    let codecs: [(&str, &str, bool, f64, f64); 5] = [
+        ("zstd:level=3", "generic", true, 0.80, 900.0),
+        ("planes>zstd:level=3", "planes", true, 0.70, 1200.0),
+        ("xz:level=9", "generic", true, 0.72, 80.0),
+        ("int8:block=128>zstd:level=3", "lossy", false, 0.40, 1500.0),
+        ("int4:block=128>zstd:level=3", "lossy", false, 0.22, 1600.0),
+    ];
+    let mut out = Vec::new();
+    for (ti, (t, class, numel)) in tensors.iter().enumerate() {
+        for (ci, (codec, family, lossless, ratio, mbps)) in codecs.iter().enumerate() {
+            let orig = numel * 2;
+            let r = ratio + 0.01 * ti as f64;
+            let comp = (orig as f64 * r).round() as u64;
+            let lossy = !lossless;
+            out.push(ResultRow {
+                experiment: "synthetic".into(),
+                dataset: "tiny".into(),
+                variant: "bf16".into(),
+                derived: true,
+                file: "tiny.safetensors".into(),
+                tensor: t.to_string(),
+                dtype: "BF16".into(),
+                tensor_class: class.to_string(),
+                numel: *numel,
+                codec: codec.to_string(),
+                family: family.to_string(),
+                lossless: *lossless,
+                bound: if lossy { "rel<=0.05".into() } else { String::new() },
+                available: true,
+                original_bytes: orig,
+                compressed_bytes: Some(comp),
+                ratio: Some(comp as f64 / orig as f64),
+                floor_bytes: Some(orig as f64 * 0.66),
+                floor_ratio: Some(0.66),
+                threads: 1,
+                reps: 3,
+                compress_mbps_median: Some(mbps / 3.0 + ci as f64),
+                compress_mbps_min: Some(mbps / 4.0),
+                compress_mbps_max: Some(mbps / 2.0),
+                decompress_mbps_median: Some(mbps + 10.0 * ti as f64),
+                decompress_mbps_min: Some(mbps * 0.9),
+                decompress_mbps_max: Some(mbps * 1.1),
+                peak_mem_bytes: Some(1 << 20),
+                verified: true,
+                max_abs_err: lossy.then_some(if *ratio < 0.3 { 4e-3 } else { 3e-4 }),
+                max_rel_err: lossy.then_some(if *ratio < 0.3 { 0.04 } else { 0.004 }),
+                mean_rel_err: lossy.then_some(0.001),
+                rmse: lossy.then_some(if *ratio < 0.3 { 1e-3 } else { 1e-4 }),
+                psnr: lossy.then_some(if *ratio < 0.3 { 30.0 } else { 50.0 }),
+                bound_held: lossy.then_some(true),
+                note: String::new(),
+            });
+        }
+    }
+    // a whole-file cell and a peer that is not installed
+    out.push(ResultRow {
+        experiment: "synthetic".into(),
+        dataset: "tiny".into(),
+        variant: "bf16".into(),
+        tensor: "*".into(),
+        dtype: "BF16".into(),
+        codec: "peer:zipnn".into(),
+        family: "peer".into(),
+        lossless: true,
+        original_bytes: 18000,
+        note: "zipnn is not installed".into(),
+        ..Default::default()
+    });
+    out
+}
+
+fn meta() -> ReportMeta {
+    let data = bf16_weights(5000, 7);
+    let shape = [5000u64];
+    let a = analyze_views("tiny", &[TensorView { name: "w", dtype: DType::BF16, shape: &shape, data: &data }]);
+    ReportMeta {
+        name: "synthetic".into(),
+        description: "Synthetic rows for the report test.".into(),
+        machine: serde_json::json!({"cpu": "test cpu", "cores": 2}),
+        analyses: vec![AnalysisInput::from_file("tiny (bf16)", &a)],
+        published_entropy: Some(tables::aveiro_qwen2_0_5b()),
+        published_by_codec: [("zstd:level=3".to_string(), "ratio 77 % (made-up test value)".to_string())].into(),
+        published_label: "theirs (test)".into(),
+        published: vec![ReferenceTable {
+            title: "A reference".into(),
+            source: "test".into(),
+            header: vec!["codec".into(), "ratio".into()],
+            rows: vec![vec!["x".into(), "1".into()]],
+        }],
+    }
+}
+
+fn png_dims(path: &Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap();
+    assert!(b.len() > 1000, "{} is too small", path.display());
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    assert_eq!(&b[12..16], b"IHDR");
+    let w = u32::from_be_bytes(b[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(b[20..24].try_into().unwrap());
+    (w, h)
+}
+
+#[test]
+fn write_all_then_rerender() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("synthetic");
+    let rows = rows();
+    report::write_all(&d, &rows, &meta()).unwrap();
+    for f in ["results.parquet", "results.csv", "summary.md", "meta.json", "machine.json"] {
+        assert!(d.join(f).is_file(), "{f} missing");
+    }
+    // parquet round trip
+    assert_eq!(report::read_rows(&d.join("results.parquet")).unwrap(), rows);
+    // csv: a header with every column, one line per row
+    let csv = std::fs::read_to_string(d.join("results.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[0], "experiment");
+    assert!(header.contains(&"decompress_mbps_median") && header.contains(&"note"));
+    assert_eq!(header.len(), serde_json::to_value(ResultRow::default()).unwrap().as_object().unwrap().len());
+    assert_eq!(lines.count(), rows.len());
+
+    let md = std::fs::read_to_string(d.join("summary.md")).unwrap();
+    for want in [
+        "## Per codec, summed over tensors",
+        "## Per codec, whole files",
+        "## Per dtype",
+        "## Per tensor class",
+        "## Lossless vs lossy",
+        "### Table 3.1",
+        "### Table 3.2",
+        "### Table 3.3",
+        "`peer:zipnn`: zipnn is not installed",
+        "ratio 77 % (made-up test value)",
+        "## A reference (as published)",
+        "Machine: cores: 2; cpu: test cpu.",
+    ] {
+        assert!(md.contains(want), "summary.md lacks {want:?}:\n{md}");
+    }
+    // per codec over tensors: 5 codecs, sorted by ratio (int4 first, zstd last)
+    let sec = md.split("## Per codec, summed over tensors").nth(1).unwrap();
+    let table: Vec<&str> = sec.lines().filter(|l| l.starts_with("| ")).take(6).collect();
+    assert_eq!(table.len(), 6);
+    assert!(table[1].starts_with("| int4:block=128>zstd:level=3 | lossy | lossy | 3 |"), "{}", table[1]);
+    assert!(table[5].starts_with("| zstd:level=3 | generic | lossless | 3 |"), "{}", table[5]);
+    // zstd: original 18000 bytes, compressed (0.80+0.81+0.82 weighted), floor 66 %
+    let comp = (8000.0f64 * 0.80).round() + (4000.0f64 * 0.81).round() + (6000.0f64 * 0.82).round();
+    assert!(table[5].contains(&format!("| 0.018 | {:.3} | {:.2} % | 66.00 % |", comp / 1e6, 100.0 * comp / 18000.0)), "{}", table[5]);
+    // the unavailable peer is not in the measured whole-file table
+    let files = md.split("## Per codec, whole files").nth(1).unwrap();
+    let files = files.split("Not measured").next().unwrap();
+    assert!(!files.contains("peer:zipnn"));
+
+    // charts: valid PNG and SVG with text
+    for stem in ["ratio_vs_decompress", "ratio_vs_floor", "byte_histograms", "exponent_histogram", "rate_distortion"] {
+        let (w, h) = png_dims(&d.join(format!("{stem}.png")));
+        assert!(w >= 800 && h >= 400, "{stem}: {w}x{h}");
+        let svg = std::fs::read_to_string(d.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{stem}.svg");
+        assert!(svg.contains("<text"), "{stem}.svg has no text");
+        assert!(md.contains(&format!("({stem}.png)")));
+    }
+    let svg = std::fs::read_to_string(d.join("ratio_vs_decompress.svg")).unwrap();
+    assert!(svg.contains("planes&gt;zstd:level=3") || svg.contains("planes>zstd:level=3"));
+
+    // re-render from the parquet alone: identical summary
+    std::fs::remove_file(d.join("summary.md")).unwrap();
+    std::fs::remove_file(d.join("ratio_vs_floor.png")).unwrap();
+    assert_eq!(report::rerender(&d).unwrap(), rows.len());
+    assert_eq!(std::fs::read_to_string(d.join("summary.md")).unwrap(), md);
+    png_dims(&d.join("ratio_vs_floor.png"));
+
+    // and through the CLI
+    std::fs::remove_file(d.join("summary.md")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weightlab"))
+        .args(["report", "synthetic", "--reports"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(d.join("summary.md")).unwrap(), md);
+}
+
+#[test]
+fn lossless_only_rows_make_no_lossy_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<ResultRow> = rows().into_iter().filter(|r| r.lossless && r.tensor != "*").collect();
+    report::write_all(dir.path(), &rows, &ReportMeta { name: "x".into(), ..Default::default() }).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(!md.contains("Lossless vs lossy") && !md.contains("Per codec, whole files"));
+    assert!(!dir.path().join("rate_distortion.png").exists());
+    assert!(!dir.path().join("byte_histograms.png").exists());
+    png_dims(&dir.path().join("ratio_vs_decompress.png"));
+    assert!(report::rerender(&dir.path().join("nope")).is_err());
+}
