@@ -104,6 +104,20 @@ fn encode_job(codec: &dyn Codec, job: &Job, check: bool) -> Result<Done> {
     let mut decoded = vec![0u8; job.data.len()];
     codec.decode(&job.info, &encoded, &mut decoded).context("decoding again to check")?;
     if lossy {
+        // the declared bound must hold on every element, or nothing is written
+        if let codec::Fidelity::Lossy { bound: Some(b) } = codec.fidelity() {
+            let s = crate::metrics::error::error_stats(job.info.dtype, job.data, &decoded, Some(b))?;
+            if s.bound_held == Some(false) {
+                return Err(Error::bound_violated(format!(
+                    "tensor '{}': codec {} broke its bound {b} on {} elements (max abs error {:e}, {} NaN/inf mismatches)",
+                    job.info.name,
+                    codec.spec(),
+                    s.n_violations,
+                    s.max_abs,
+                    s.n_nonfinite_mismatch
+                )));
+            }
+        }
         return Ok(Done { encoded, decoded: Some(decoded) });
     }
     if decoded != job.data {
@@ -300,5 +314,43 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod lossy_check_tests {
+    use super::*;
+    use crate::codec::{ErrorBound, Fidelity};
+
+    /// A codec that declares abs<=1e-3 and adds 1e-2 to the first element.
+    struct Liar;
+    impl Codec for Liar {
+        fn spec(&self) -> String {
+            "liar".into()
+        }
+        fn fidelity(&self) -> Fidelity {
+            Fidelity::Lossy { bound: Some(ErrorBound::Abs(1e-3)) }
+        }
+        fn encode(&self, _: &ChunkInfo, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+            out.extend_from_slice(data);
+            Ok(())
+        }
+        fn decode(&self, _: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()> {
+            out.copy_from_slice(input);
+            let x = f32::from_le_bytes(out[..4].try_into().unwrap()) + 1e-2;
+            out[..4].copy_from_slice(&x.to_le_bytes());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_broken_bound_is_refused_naming_the_tensor() {
+        let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let info = ChunkInfo { name: "layer.w", dtype: crate::tensor::DType::F32, shape: &[2], offset: 0 };
+        let err = encode_job(&Liar, &Job { tensor: 0, info, data: &data }, false).err().unwrap();
+        assert_eq!(err.kind(), crate::error::ErrorKind::BoundViolated);
+        assert!(err.message().contains("layer.w"), "{err}");
+        let ok = encode_job(&*codec::build("sz:abs=1e-3").unwrap(), &Job { tensor: 0, info, data: &data }, false);
+        assert!(ok.is_ok());
     }
 }

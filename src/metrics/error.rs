@@ -128,7 +128,9 @@ impl ErrorAccumulator {
         }
         macro_rules! each {
             ($w:expr, $conv:expr) => {{
-                if original.len() % $w != 0 {
+                #[allow(clippy::modulo_one)]
+                let partial = original.len() % $w != 0;
+                if partial {
                     return Err(Error::invalid(format!(
                         "error stats: {} bytes is not a whole number of {dtype} elements",
                         original.len()

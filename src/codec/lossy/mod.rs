@@ -120,11 +120,82 @@ pub(crate) fn get_next(
     Ok(out)
 }
 
-/// The default next stage of the quantizers.
+/// The next stage of a quantizer (default `zstd:level=3`). It must be
+/// lossless: the declared bound is computed for exact codes and values.
 pub(crate) fn default_next(next: Option<Box<dyn super::Codec>>) -> Result<Box<dyn super::Codec>> {
     match next {
-        Some(n) => Ok(n),
+        Some(n) => lossless_next(n),
         None => super::build("zstd:level=3"),
+    }
+}
+
+/// Refuse a lossy stage after a lossy one: the first stage's bound would not
+/// describe what comes out.
+pub(crate) fn lossless_next(next: Box<dyn super::Codec>) -> Result<Box<dyn super::Codec>> {
+    if !next.fidelity().is_lossless() {
+        return Err(Error::invalid(format!(
+            "a lossy stage must be followed by lossless ones, not '{}'",
+            next.spec()
+        )));
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::testdata::{to_bytes, Rng};
+    use super::Fk;
+    use crate::codec::Fidelity;
+    use crate::container::{compress, Archive, CompressOptions};
+    use crate::metrics::error::error_stats;
+    use crate::tensor::{safetensors, DType, OwnedTensor};
+
+    /// Whole archives: several chunks per tensor (some cut inside rows),
+    /// specials, a non-float tensor and a kept norm; the bound recorded in
+    /// the index holds on what the archive decodes to.
+    #[test]
+    fn archives_keep_their_bounds() {
+        let mut rng = Rng::new(77);
+        let mut w: Vec<f64> = (0..96 * 70).map(|_| rng.normal(0.05)).collect();
+        w[100] = f64::NAN;
+        w[5000] = f64::NEG_INFINITY;
+        w[6000] = 40.0;
+        let norm: Vec<f64> = (0..70).map(|_| 1.0 + rng.normal(0.01)).collect();
+        let ids: Vec<u8> = (0..300i64).flat_map(|i| i.to_le_bytes()).collect();
+        let tensors = [
+            OwnedTensor::new("layer.0.w", DType::F32, vec![96, 70], to_bytes(Fk::F32, &w)),
+            OwnedTensor::new("layer.0.wb", DType::BF16, vec![70, 96], to_bytes(Fk::BF16, &w)),
+            OwnedTensor::new("layer.0.wh", DType::F16, vec![6720], to_bytes(Fk::F16, &w)),
+            OwnedTensor::new("layer.0.norm.weight", DType::F32, vec![70], to_bytes(Fk::F32, &norm)),
+            OwnedTensor::new("ids", DType::I64, vec![300], ids),
+        ];
+        let file = safetensors::serialize(tensors.iter().map(|t| t.view()), None).unwrap();
+        for spec in ["sz:abs=1e-3", "sz:rel=1e-4", "sz:abs=1e-2,coder=next", "round:bits=4", "int8:block=64", "int4"] {
+            // 1000-byte chunks: rows of 280 / 192 bytes, and an element cut
+            let opts = CompressOptions { codec: spec.into(), chunk_size: 1000, ..Default::default() };
+            let mut out = Vec::new();
+            let index = compress(&file, "t.safetensors", &mut out, &opts).unwrap();
+            let a = Archive::open(&out).unwrap();
+            let c = crate::codec::build(spec).unwrap();
+            let Fidelity::Lossy { bound } = c.fidelity() else { panic!() };
+            for (i, t) in tensors.iter().enumerate() {
+                let rec = &index.tensors[i];
+                assert!(!rec.lossless, "{spec} {}", t.name);
+                assert_eq!(rec.bound, bound.map(|b| b.to_string()));
+                let dec = a.read_tensor(i).unwrap();
+                // range-relative: the codec bounds each chunk by its own
+                // range, which is stricter than the tensor's; check the latter
+                let s = error_stats(t.dtype, &t.data, &dec, bound).unwrap();
+                assert_eq!(s.n_nonfinite_mismatch, 0, "{spec} {}", t.name);
+                if bound.is_some() {
+                    assert_eq!(s.bound_held, Some(true), "{spec} {} {s:?}", t.name);
+                }
+                if t.dtype == DType::I64 || (spec.starts_with("int") && t.name.contains("norm")) {
+                    assert_eq!(dec, t.data, "{spec} {}", t.name);
+                }
+            }
+            assert!(out.len() < file.len(), "{spec}");
+        }
     }
 }
 
@@ -181,7 +252,7 @@ pub(crate) mod testdata {
         outlier[7] = -2500.0;
         let huge_range: Vec<f64> = (0..2048)
             .map(|i| {
-                let e = (i % 38) as i32 - 24; // 2^-24 .. 2^13 (F16 keeps them finite)
+                let e = (i % 38) - 24; // 2^-24 .. 2^13 (F16 keeps them finite)
                 let s = if i % 3 == 0 { -1.0 } else { 1.0 };
                 s * (1.0 + r.uniform()) * 2f64.powi(e)
             })

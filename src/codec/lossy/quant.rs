@@ -106,7 +106,7 @@ impl BlockQuant {
 /// Quantize one value with scale `s` to an integer in [-qmax, qmax].
 #[inline]
 pub fn quantize(x: f64, s: f64, qmax: f64) -> i32 {
-    if !(s > 0.0) || !x.is_finite() {
+    if s.is_nan() || s <= 0.0 || !x.is_finite() {
         return 0;
     }
     (x / s).round_ties_even().clamp(-qmax, qmax) as i32

@@ -39,7 +39,7 @@ pub const ROUND: StageDef = StageDef {
             .filter(|b| *b <= 52)
             .ok_or_else(|| Error::invalid(format!("round: bits={bits} is not an integer in 0..=52")))?;
         let next = match next {
-            Some(n) => n,
+            Some(n) => super::lossless_next(n)?,
             None if super::super::stage_def("auto").is_some() => super::super::build("auto")?,
             None => super::super::build("planes>zstd:level=3")?,
         };
@@ -218,6 +218,9 @@ mod tests {
         assert!(build("round").is_err());
         assert!(build("round:bits=53").is_err());
         assert!(build("round:bits=x").is_err());
+        assert!(build("round:bits=3>int8").is_err());
+        assert!(build("sz:abs=1e-3>round:bits=3").is_err());
+        assert!(build("int4>sz:abs=1").is_err());
         let c = build("round:bits=3>zstd:level=1").unwrap();
         assert_eq!(c.spec(), "round:bits=3>zstd:level=1");
         let info = ChunkInfo { name: "w", dtype: DType::F32, shape: &[4], offset: 0 };
