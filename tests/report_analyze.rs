@@ -66,7 +66,10 @@ fn aveiro_tables_have_ours_and_theirs() {
     let f = analyze_safetensors("t", &file(), &[]).unwrap();
     let md = tables::aveiro_tables(f.main_total().unwrap(), Some(&tables::aveiro_qwen2_0_5b()));
     assert!(md.contains("theirs (Qwen2-0.5B, as published)"));
-    assert!(md.contains("| 1 | 0x10 | 29.17 % | 29.17 % | 0x3c | 28 % (quoted for 0x3c/0xbc) |"), "{md}");
+    // rank 1: all bytes 0x10 (7 of 24), plane 1 0x3c (5 of 12), theirs 0x3c at 28 %
+    assert!(md.contains("| 1 | 0x10 | 29.17 % | 29.17 % | 0x3c | 41.67 % | 41.67 % | 0x3c | 28 % |"), "{md}");
+    assert!(md.contains("| 2 | 0x3c | 20.83 % | 50.00 % | 0xbc | 33.33 % | 75.00 % | 0xbc | 28 % |"), "{md}");
+    assert!(md.contains("Here: 0x3c 41.67 %, 0xbc 33.33 % of the plane 1 bytes; 0x3c 20.83 %, 0xbc 16.67 % of all bytes."), "{md}");
     assert!(md.contains("7.96 (\"high byte\")") && md.contains("2.63 (\"low byte\")"));
     // in this tiny file the high byte happens to have the higher entropy, so
     // the study's labels agree with it (real BF16 weights are the other way)

@@ -44,23 +44,56 @@ fn pct(x: f64) -> String {
     format!("{:.2} %", 100.0 * x)
 }
 
-/// Table 3.1: the most frequent bytes of all planes together, then per plane.
+/// Table 3.1: the most frequent bytes of all planes together and of the
+/// highest plane (for floats the one holding the sign and exponent), with the
+/// published top bytes beside them, then the other planes alone.
 pub fn table_3_1(t: &TensorAnalysis, p: Option<&PublishedEntropy>) -> String {
     let mut s = String::new();
     let theirs = p.map_or("theirs", |p| p.source.as_str());
-    let _ = writeln!(s, "| rank | byte (ours) | share (ours) | cumulative (ours) | byte ({theirs}) | share ({theirs}) |");
-    let _ = writeln!(s, "|---:|---|---:|---:|---|---:|");
-    for (i, b) in t.top_bytes.iter().enumerate() {
+    let Some(top) = t.planes.last() else { return s };
+    let _ = writeln!(
+        s,
+        "| rank | all bytes: byte | share | cumulative | plane {k} ({holds}): byte | share | cumulative | {theirs}: byte | share |",
+        k = top.plane,
+        holds = top.holds
+    );
+    let _ = writeln!(s, "|---:|---|---:|---:|---|---:|---:|---|---:|");
+    let n = t.top_bytes.len().max(top.top.len());
+    for i in 0..n {
+        let cell = |b: Option<&super::summary::ByteShare>| match b {
+            Some(b) => format!("0x{:02x} | {} | {}", b.value, pct(b.share), pct(b.cumulative)),
+            None => " | | ".to_string(),
+        };
         let tb = p.and_then(|p| p.top_bytes.get(i)).cloned().unwrap_or_default();
         let ts = match p {
-            Some(p) if i < p.top_bytes.len() && !p.top_bytes_share.is_empty() => {
-                format!("{} (quoted for {})", p.top_bytes_share, p.top_bytes.join("/"))
-            }
+            Some(p) if i < p.top_bytes.len() => p.top_bytes_share.clone(),
             _ => String::new(),
         };
-        let _ = writeln!(s, "| {} | 0x{:02x} | {} | {} | {tb} | {ts} |", i + 1, b.value, pct(b.share), pct(b.cumulative));
+        let _ = writeln!(s, "| {} | {} | {} | {tb} | {ts} |", i + 1, cell(t.top_bytes.get(i)), cell(top.top.get(i)));
     }
-    for pl in t.planes.iter().rev() {
+    if let Some(p) = p.filter(|p| p.top_bytes.len() >= 2 && !p.top_bytes_share.is_empty()) {
+        let share = |pop: &[super::summary::ByteShare], name: &str| -> String {
+            let v: Vec<String> = p
+                .top_bytes
+                .iter()
+                .map(|b| {
+                    let x = pop.iter().find(|s| format!("0x{:02x}", s.value) == b.to_lowercase());
+                    format!("{b} {}", x.map_or("(not in the top 10)".to_string(), |x| pct(x.share)))
+                })
+                .collect();
+            format!("{} of {name}", v.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "\nThe study quotes {} at {} without saying whether that is the share of each byte or of both, and of \
+             which bytes. Here: {}; {}.",
+            p.top_bytes.join("/"),
+            p.top_bytes_share,
+            share(&top.top, &format!("the plane {} bytes", top.plane)),
+            share(&t.top_bytes, "all bytes")
+        );
+    }
+    for pl in t.planes.iter().rev().skip(1) {
         let _ = writeln!(s, "\nPlane {} ({}), top bytes of that plane alone:\n", pl.plane, pl.holds);
         let _ = writeln!(s, "| rank | byte | share | cumulative |");
         let _ = writeln!(s, "|---:|---|---:|---:|");
@@ -363,7 +396,8 @@ mod tests {
         assert!(first.starts_with("| plane 1") && first.ends_with("| 2.63 |"), "{first}");
         let all = aveiro_tables(&t, Some(&p));
         assert!(all.contains("Table 3.1") && all.contains("Table 3.3") && all.contains("0x3c"));
-        assert!(all.contains("28 % (quoted for 0x3c/0xbc)"));
+        assert!(all.contains("| 0x3c | 28 % |"), "{all}");
+        assert!(all.contains("0x3c 100.00 %, 0xbc (not in the top 10) of the plane 1 bytes"), "{all}");
     }
 
     #[test]

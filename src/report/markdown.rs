@@ -284,8 +284,8 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
         s += &table(&g, &CODEC_CELLS, extra);
         s += "\n";
     }
-    if file_rows {
-        let g = grouped(&df, col("tensor").eq(lit("*")), &["codec"])?;
+    let g = grouped(&df, col("tensor").eq(lit("*")), &["codec"])?;
+    if file_rows && g.height() > 0 {
         let _ = writeln!(s, "## Per codec, whole files\n");
         s += &table(&g, &CODEC_CELLS, extra);
         s += "\n";
