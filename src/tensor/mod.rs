@@ -3,6 +3,7 @@
 
 pub mod dtype;
 pub mod safetensors;
+pub mod synth;
 
 pub use dtype::{DType, FloatLayout, numel};
 pub use safetensors::{OwnedTensor, SafeTensors, TensorInfo, TensorView};

@@ -1,0 +1,228 @@
+//! Archive round trips over every dtype and generic codec, truncation and
+//! corruption handling, and the golden archives every version must decode.
+
+use weightlab::container::{self, Archive, CompressOptions, DecodeOptions};
+use weightlab::tensor::{safetensors, synth, SafeTensors};
+use weightlab::ErrorKind;
+
+const GENERIC: &[&str] = &[
+    "raw",
+    "zstd:level=1",
+    "zstd:level=19",
+    "zstd:level=3,long=27,threads=2",
+    "lz4",
+    "xz:level=9",
+    "deflate:level=9",
+    "planes>zstd:level=3",
+    "planes>lz4",
+    #[cfg(feature = "blosc2")]
+    "blosc2:codec=zstd,level=5,shuffle=byte",
+];
+
+fn model_file(seed: u64) -> Vec<u8> {
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let ts = synth::model(seed);
+    safetensors::serialize(ts.iter().map(|t| t.view()), Some(&meta)).unwrap()
+}
+
+fn compress(file: &[u8], codec: &str, chunk: usize) -> Vec<u8> {
+    let opts = CompressOptions { codec: codec.into(), chunk_size: chunk, ..Default::default() };
+    let mut out = Vec::new();
+    container::compress(file, "model.safetensors", &mut out, &opts).unwrap();
+    out
+}
+
+fn decode(archive: &[u8]) -> weightlab::Result<Vec<u8>> {
+    let a = Archive::open(archive)?;
+    let mut out = Vec::new();
+    a.stream(&mut out, &DecodeOptions { check_tensor_hashes: true, progress: false })?;
+    Ok(out)
+}
+
+#[test]
+fn every_generic_codec_round_trips_every_dtype_bit_for_bit() {
+    let file = model_file(1);
+    for codec in GENERIC {
+        for chunk in [100usize, 4 << 20] {
+            let arch = compress(&file, codec, chunk);
+            let back = decode(&arch).unwrap_or_else(|e| panic!("{codec}: {e}"));
+            assert!(back == file, "{codec} chunk {chunk}: file differs");
+            // random access: each tensor alone
+            let a = Archive::open(&arch).unwrap();
+            let st = SafeTensors::parse(&file).unwrap();
+            for v in st.views() {
+                let i = a.tensor_index(v.name).unwrap();
+                assert!(a.read_tensor(i).unwrap() == v.data, "{codec}: tensor {}", v.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn tied_tensors_are_stored_once_and_output_is_thread_independent() {
+    let file = model_file(2);
+    let arch = compress(&file, "zstd:level=3", 1024);
+    let a = Archive::open(&arch).unwrap();
+    let head = a.index.tensors.iter().find(|t| t.name == "lm_head.weight").unwrap();
+    let embed = a.tensor_index("embed.weight").unwrap();
+    assert_eq!(head.same_as, Some(embed));
+    assert!(head.chunks.is_empty());
+    let one = weightlab::progress::with_threads(1, || compress(&file, "zstd:level=3", 1024)).unwrap();
+    let two = weightlab::progress::with_threads(2, || compress(&file, "zstd:level=3", 1024)).unwrap();
+    assert!(one == two && one == arch, "archive bytes depend on the thread count");
+}
+
+#[test]
+fn every_prefix_is_an_error_never_a_panic() {
+    let file = model_file(3);
+    let arch = compress(&file, "planes>zstd:level=1", 2048);
+    for n in 0..arch.len() {
+        let e = decode(&arch[..n]).expect_err("a prefix decoded");
+        assert!(
+            matches!(e.kind(), ErrorKind::Truncated | ErrorKind::Corruption),
+            "prefix {n}: unexpected {:?}: {e}",
+            e.kind()
+        );
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_any_tensor_is_caught_and_named() {
+    let file = model_file(4);
+    let arch = compress(&file, "zstd:level=3", 4 << 20);
+    let a = Archive::open(&arch).unwrap();
+    for t in &a.index.tensors {
+        for c in &t.chunks {
+            for at in [c.offset(), c.offset() + c.encoded_len() / 2, c.offset() + c.encoded_len() - 1] {
+                let mut bad = arch.clone();
+                bad[at as usize] ^= 0x10;
+                let e = decode(&bad).expect_err("flipped byte decoded");
+                assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+                assert!(e.message().contains(&format!("tensor '{}'", t.name)), "{e}");
+            }
+        }
+    }
+    // the stored header and the index are checked too
+    let mut bad = arch.clone();
+    bad[a.index.header.offset as usize + 3] ^= 1;
+    assert_eq!(decode(&bad).unwrap_err().kind(), ErrorKind::Corruption);
+    let mut bad = arch.clone();
+    let idx = arch.len() - 60;
+    bad[idx] ^= 1;
+    assert_eq!(decode(&bad).unwrap_err().kind(), ErrorKind::Corruption);
+}
+
+#[test]
+fn wrong_magic_newer_version_and_unknown_codec_each_say_so() {
+    let file = model_file(5);
+    let arch = compress(&file, "lz4", 4096);
+    let mut bad = arch.clone();
+    bad[1] = b'X';
+    let e = decode(&bad).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("not a weightlab archive"), "{e}");
+
+    let mut newer = arch.clone();
+    newer[8..10].copy_from_slice(&7u16.to_le_bytes());
+    newer[10..12].copy_from_slice(&7u16.to_le_bytes());
+    let e = decode(&newer).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.message().contains("version 7"), "{e}");
+
+    // rewrite the index with an unknown stage id, with valid checksums
+    let a = Archive::open(&arch).unwrap();
+    let mut index = a.index.clone();
+    let t = index.tensors.iter_mut().find(|t| !t.chunks.is_empty()).unwrap();
+    t.stage_ids = vec![999];
+    let name = t.name.clone();
+    let e = decode(&rewrite_index(&arch, &index)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.message().contains("codec id 999") && e.message().contains(&name), "{e}");
+}
+
+/// Replace an archive's index (and trailer) with `index`.
+fn rewrite_index(arch: &[u8], index: &container::Index) -> Vec<u8> {
+    let off = u64::from_le_bytes(arch[arch.len() - 40..arch.len() - 32].try_into().unwrap()) as usize;
+    let json = serde_json::to_vec(index).unwrap();
+    let mut out = arch[..off].to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&(off as u64).to_le_bytes());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes());
+    out.extend_from_slice(&[0u8; 8]);
+    out.extend_from_slice(b"WLABEND\n");
+    out
+}
+
+#[test]
+fn index_lies_are_caught() {
+    let file = model_file(6);
+    let arch = compress(&file, "zstd:level=1", 512);
+    let a = Archive::open(&arch).unwrap();
+    let mut lies = Vec::new();
+    let mut i = a.index.clone();
+    i.tensors[0].size += 1;
+    lies.push(i);
+    let mut i = a.index.clone();
+    i.tensors[1].data_offset += 2;
+    lies.push(i);
+    let mut i = a.index.clone();
+    let last = i.tensors.iter_mut().rev().find(|t| !t.chunks.is_empty()).unwrap();
+    last.chunks[0].1 = u64::MAX;
+    lies.push(i);
+    let mut i = a.index.clone();
+    i.tensors[0].dtype = "F12".into();
+    lies.push(i);
+    let mut i = a.index.clone();
+    i.header.len = u64::MAX;
+    lies.push(i);
+    for lie in lies {
+        let e = decode(&rewrite_index(&arch, &lie)).expect_err("a lying index was accepted");
+        assert!(matches!(e.kind(), ErrorKind::Corruption | ErrorKind::Unsupported), "{e}");
+    }
+}
+
+// --- golden archives --------------------------------------------------------
+
+const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+/// Archives made by format version 1; every future version must decode them.
+const GOLDEN: &[(&str, &str)] = &[
+    ("v1-zstd.wlab", "zstd:level=3"),
+    ("v1-planes-lz4.wlab", "planes>lz4"),
+    ("v1-xz.wlab", "xz:level=6"),
+    ("v1-deflate.wlab", "deflate:level=6"),
+    ("v1-raw.wlab", "raw"),
+];
+
+fn golden_source() -> Vec<u8> {
+    model_file(42)
+}
+
+/// Writes the golden files. Run once per format version, by hand:
+/// `WEIGHTLAB_BLESS=1 cargo test --test archive bless_golden -- --ignored`
+#[test]
+#[ignore]
+fn bless_golden() {
+    assert_eq!(std::env::var("WEIGHTLAB_BLESS").as_deref(), Ok("1"), "set WEIGHTLAB_BLESS=1");
+    let src = golden_source();
+    std::fs::write(format!("{GOLDEN_DIR}/v1-source.sha256"), weightlab::io::sha256_hex(&src) + "\n").unwrap();
+    for (name, codec) in GOLDEN {
+        std::fs::write(format!("{GOLDEN_DIR}/{name}"), compress(&src, codec, 1024)).unwrap();
+    }
+}
+
+#[test]
+fn golden_archives_still_decode() {
+    let want = std::fs::read_to_string(format!("{GOLDEN_DIR}/v1-source.sha256")).unwrap();
+    // the generator is part of the contract: it must still make the same file
+    assert_eq!(weightlab::io::sha256_hex(&golden_source()), want.trim(), "synthetic generator changed");
+    for (name, codec) in GOLDEN {
+        let arch = std::fs::read(format!("{GOLDEN_DIR}/{name}")).unwrap();
+        let a = Archive::open(&arch).unwrap();
+        assert_eq!(a.header.version, 1);
+        assert!(a.index.tensors.iter().all(|t| t.same_as.is_some() || t.codec == *codec), "{name}");
+        let out = decode(&arch).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(weightlab::io::sha256_hex(&out), want.trim(), "{name}");
+    }
+}
