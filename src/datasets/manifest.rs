@@ -131,8 +131,8 @@ pub fn safe_relative(p: &str) -> bool {
 impl Manifest {
     /// Parse and validate manifest text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Manifest> {
-        let m: Manifest = toml::from_str(text)
-            .map_err(|e| Error::invalid(format!("dataset manifest {origin}: {e}")))?;
+        let m: Manifest =
+            toml::from_str(text).map_err(|e| Error::invalid(format!("dataset manifest {origin}: {e}")))?;
         m.validate().map_err(|e| e.context(format!("dataset manifest {origin}")))?;
         Ok(m)
     }
@@ -221,8 +221,7 @@ pub fn load_manifest(name_or_path: &str) -> Result<Manifest> {
     for dir in search_dirs() {
         let p = dir.join(format!("{name_or_path}.toml"));
         if p.is_file() {
-            let text =
-                std::fs::read_to_string(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
             return Manifest::parse(&text, &p.display().to_string());
         }
     }
@@ -290,9 +289,8 @@ path = "m.safetensors"
         assert!(bad(&ok.replace("license = \"mit\"", "license = \"mit\"\nvariants=[\"int3\"]")).contains("int3"));
         assert!(bad(&format!("{ok}sha256 = \"ABC\"\n")).contains("sha256"));
         assert!(bad(&format!("{ok}bogus = 1\n")).contains("bogus"));
-        let no_hash_mirror = format!(
-            "{ok}[[files.mirrors]]\nkind = \"pypi\"\npackage = \"p\"\nversion = \"1\"\nparts = [\"a\"]\n"
-        );
+        let no_hash_mirror =
+            format!("{ok}[[files.mirrors]]\nkind = \"pypi\"\npackage = \"p\"\nversion = \"1\"\nparts = [\"a\"]\n");
         assert!(bad(&no_hash_mirror).contains("sha256"));
     }
 }

