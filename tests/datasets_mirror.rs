@@ -267,3 +267,35 @@ fn builtin_datasets_are_listed_and_hub_only_ones_say_what_they_tried() {
     assert_eq!(e.kind(), ErrorKind::Network, "{msg}");
     assert!(msg.contains("Qwen/Qwen2-0.5B@main") && msg.contains("mirrors: none listed"), "{msg}");
 }
+
+#[test]
+fn concurrent_resolves_of_one_dataset_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = toy_safetensors();
+    let sha = weightlab::io::sha256_hex(&data);
+    let (pip, _) = common::fake_pip(dir.path(), &[("toy/all", &data)]);
+    let man = write_manifest(
+        dir.path(),
+        "toy-par",
+        "safetensors",
+        "model.safetensors",
+        &sha,
+        data.len(),
+        &["toy/all"],
+        "\"bf16\", \"fp8-e4m3\"",
+    );
+    let o = opts(&dir.path().join("cache"), &pip);
+    let name = man.display().to_string();
+    let want: Vec<String> = vec!["bf16".into(), "fp8-e4m3".into()];
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| datasets::resolve(&name, &want, &o).unwrap())).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results[1..] {
+        assert_eq!(r[0].sha256, results[0][0].sha256);
+        assert_eq!(r[1].sha256, results[0][1].sha256);
+    }
+    for f in &results[0] {
+        assert_eq!(weightlab::io::sha256_file(&f.path).unwrap(), f.sha256);
+    }
+}

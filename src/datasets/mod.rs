@@ -256,15 +256,29 @@ fn write_sidecar(path: &Path, sha: &str, source_sha: &str) -> Result<()> {
     crate::io::write_atomic(&sidecar(path), |w| writeln!(w, "{sha}\n{source_sha}"))
 }
 
+/// One fetch or derivation at a time in this process: temporary names are
+/// per process, so two threads making the same file must not overlap.
+static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Fetch every file of a dataset into the cache (verified), without importing
 /// or deriving anything. Works for every format, GGUF included.
 pub fn fetch(name: &str, opts: &FetchOptions) -> Result<Vec<FetchedFile>> {
     let m = load_manifest(name)?;
-    m.files.iter().map(|f| fetch_file(&m, f, opts)).collect()
+    let _guard = lock();
+    m.files.iter().map(|f| fetch_file_unlocked(&m, f, opts)).collect()
 }
 
 /// Fetch one file of a manifest (cache, then hub, then mirrors).
 pub fn fetch_file(m: &Manifest, f: &FileEntry, opts: &FetchOptions) -> Result<FetchedFile> {
+    let _guard = lock();
+    fetch_file_unlocked(m, f, opts)
+}
+
+fn fetch_file_unlocked(m: &Manifest, f: &FileEntry, opts: &FetchOptions) -> Result<FetchedFile> {
     let root = opts.cache_root();
     let dest = fetched_path(&root, m, f);
     let t0 = Instant::now();
@@ -422,6 +436,7 @@ pub fn resolve(name: &str, variants: &[String], opts: &FetchOptions) -> Result<V
         )));
     }
     let root = opts.cache_root();
+    let _guard = lock();
     let mut out = Vec::new();
     for f in weights {
         let (orig, orig_sha, source, secs) = original(&m, f, &root, opts)?;
@@ -474,7 +489,7 @@ pub fn resolve(name: &str, variants: &[String], opts: &FetchOptions) -> Result<V
 /// The original safetensors of one file: fetched, and imported if needed.
 /// Returns (path, sha256, source, seconds).
 fn original(m: &Manifest, f: &FileEntry, root: &Path, opts: &FetchOptions) -> Result<(PathBuf, String, String, f64)> {
-    let fetched = fetch_file(m, f, opts)?;
+    let fetched = fetch_file_unlocked(m, f, opts)?;
     match f.format {
         FileFormat::Safetensors => Ok((fetched.path, fetched.sha256, fetched.source.to_string(), fetched.seconds)),
         FileFormat::Ct2 => {
