@@ -21,7 +21,6 @@
 pub mod rans;
 
 use crate::error::{Error, Result};
-use rans::DecTables;
 
 /// Largest model precision (log2 of the total frequency). Frequencies then
 /// fit in 16 bits, which the decoding table packs beside the slot offset.
@@ -238,16 +237,6 @@ fn entropy_bits(h: &Hist) -> f64 {
     crate::analysis::entropy::entropy(h) * n as f64
 }
 
-/// Cross-entropy in bits of coding `h` with the distribution of `g`.
-fn cross_bits(h: &Hist, g: &Hist) -> f64 {
-    let tg: u64 = g.iter().sum();
-    h.iter()
-        .zip(g)
-        .filter(|(c, _)| **c > 0)
-        .map(|(&c, &q)| c as f64 * (tg as f64 / q as f64).log2())
-        .sum()
-}
-
 /// Rough serialized size of the model of `h` (bytes), for planning.
 fn model_bytes_estimate(h: &Hist) -> f64 {
     let lo = h.iter().position(|&c| c > 0).unwrap_or(0);
@@ -262,91 +251,104 @@ const MODE_CONST: u8 = 2;
 /// Fixed cost of a rANS stream: lane states plus precision and counts.
 const RANS_OVERHEAD_BITS: f64 = (rans::LANES * 32 + 64) as f64;
 
+/// The share of its raw size a context (or the pool of rare contexts) must
+/// save to be entropy coded rather than stored raw. Raw contexts bypass the
+/// rANS decoder entirely, so this trades a little ratio for decode speed:
+/// the near-uniform mantissas of the common exponents are copied, while the
+/// skewed ones (rare exponents, the tails) are coded.
+pub const MIN_GAIN: f64 = 0.02;
+/// Contexts with fewer symbols than this share a pooled model.
+const POOL_BELOW: u64 = 2048;
+/// Map value of a context whose symbols are stored raw.
+const RAW_CTX: u8 = 255;
+
 /// The models of a stream and which context uses which.
 struct Plan {
     models: Vec<Model>,
-    /// Context value -> model index (contexts not listed use model 0).
-    map: Vec<(u8, u8)>,
+    /// Context value -> model index, or [`RAW_CTX`].
+    map: [u8; 256],
 }
 
-/// Decide how to code a stream: per-context models where they pay for their
-/// table, one pooled model (or the uniform one) for the rest. Deterministic.
+/// Quantize `hists` at one precision chosen from `ps` (the cheapest in bits
+/// including the serialized models, preferring the smaller table when within
+/// 0.05 %). The first histogram may be empty (an unused pool): it gets a
+/// uniform model.
+fn quantize(hists: &[&Hist], ps: &[u32]) -> Option<(f64, Vec<Model>)> {
+    let mut best: Option<(f64, Vec<Model>)> = None;
+    for &p in ps {
+        let mut models = Vec::with_capacity(hists.len());
+        let mut bits = RANS_OVERHEAD_BITS;
+        for h in hists {
+            let m = if h.iter().all(|&c| c == 0) { Model::uniform(p) } else { Model::from_hist(h, p)? };
+            bits += m.cost_bits(h) + m.serialized_len() as f64 * 8.0;
+            models.push(m);
+        }
+        if best.as_ref().is_none_or(|(b, _)| bits < *b * 0.9995) {
+            best = Some((bits, models));
+        }
+    }
+    best
+}
+
+/// Decide how to code a stream. Without contexts: one model, or raw. With
+/// contexts: an own model for every context that saves [`MIN_GAIN`] of its
+/// raw size, a pooled model for the rare contexts if the pool saves as much,
+/// raw for the rest. Deterministic.
 fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize) -> Option<Plan> {
-    let raw_bits = n as f64 * 8.0;
-    let mut own: Vec<u8> = Vec::new();
-    let mut pool = *global;
-    if let Some(hs) = ctx {
-        let mut order: Vec<usize> = (0..256).filter(|&c| hs[c].iter().any(|&x| x > 0)).collect();
-        order.sort_by_key(|&c| std::cmp::Reverse(hs[c].iter().sum::<u64>()));
-        for c in order {
-            if own.len() >= 254 {
-                break;
+    let Some(hs) = ctx else {
+        let (bits, models) = quantize(&[global], &[11, 12, 13, 14, 15])?;
+        return (bits < n as f64 * 8.0 * (1.0 - MIN_GAIN / 4.0)).then_some(Plan { models, map: [0; 256] });
+    };
+    let mut map = [RAW_CTX; 256];
+    let mut own: Vec<usize> = Vec::new();
+    let mut pool = [0u64; 256];
+    let mut pooled: Vec<usize> = Vec::new();
+    let mut order: Vec<(u64, usize)> =
+        (0..256).map(|c| (hs[c].iter().sum::<u64>(), c)).filter(|&(k, _)| k > 0).collect();
+    order.sort_by_key(|&(k, c)| (std::cmp::Reverse(k), c));
+    for (k, c) in order {
+        let raw = k as f64 * 8.0;
+        if k >= POOL_BELOW && own.len() < 64 {
+            let own_bits = entropy_bits(&hs[c]) + model_bytes_estimate(&hs[c]) * 8.0;
+            if own_bits < raw * (1.0 - MIN_GAIN) {
+                own.push(c);
             }
-            let h = &hs[c];
-            let own_bits = entropy_bits(h) + model_bytes_estimate(h) * 8.0 + 8.0;
-            // Against what it would cost in the pool (or raw, when the pool ends up uniform).
-            let pooled = cross_bits(h, global).min(h.iter().sum::<u64>() as f64 * 8.0);
-            if own_bits < pooled * 0.998 {
-                own.push(c as u8);
-                for (p, x) in pool.iter_mut().zip(h) {
-                    *p -= x;
-                }
+        } else if k < POOL_BELOW {
+            pooled.push(c);
+            for (p, x) in pool.iter_mut().zip(&hs[c]) {
+                *p += x;
             }
         }
     }
     let pool_n: u64 = pool.iter().sum();
-    let pool_coded = pool_n > 0 && entropy_bits(&pool) + model_bytes_estimate(&pool) * 8.0 < pool_n as f64 * 8.0 * 0.995;
+    let pool_coded =
+        pool_n > 0 && entropy_bits(&pool) + model_bytes_estimate(&pool) * 8.0 < pool_n as f64 * 8.0 * (1.0 - MIN_GAIN);
+    if !pool_coded {
+        pool = [0; 256];
+    }
     if own.is_empty() && !pool_coded {
         return None;
     }
-    // Choose one precision for all models: the cheapest in total, preferring
-    // smaller tables when within 0.05 %.
-    let hists: Vec<&Hist> = std::iter::once(&pool).chain(own.iter().map(|&c| &ctx.expect("ctx")[c as usize])).collect();
-    let mut best: Option<(f64, Plan)> = None;
-    for p in [11u32, 12, 13, 14, 15] {
-        // Context tables stay small: many of them are built per chunk and
-        // they share the cache while decoding.
-        if hists.len() > 1 && p > 13 {
-            break;
-        }
-        let mut models = Vec::with_capacity(hists.len());
-        let mut bits = RANS_OVERHEAD_BITS;
-        let mut ok = true;
-        for (i, h) in hists.iter().enumerate() {
-            let m = if i == 0 && !pool_coded {
-                Model::uniform(p)
-            } else if i == 0 && pool_n == 0 {
-                Model::uniform(p)
-            } else {
-                match Model::from_hist(h, p) {
-                    Some(m) => m,
-                    None => {
-                        ok = false;
-                        break;
-                    }
-                }
-            };
-            bits += m.cost_bits(h) + m.serialized_len() as f64 * 8.0;
-            models.push(m);
-        }
-        if !ok {
-            continue;
-        }
-        let better = match &best {
-            None => true,
-            Some((b, _)) => bits < *b * 0.9995,
-        };
-        if better {
-            let map = own.iter().enumerate().map(|(i, &c)| (c, (i + 1) as u8)).collect();
-            best = Some((bits, Plan { models, map }));
+    let hists: Vec<&Hist> = std::iter::once(&pool).chain(own.iter().map(|&c| &hs[c])).collect();
+    let (_, models) = quantize(&hists, &[11, 12])?;
+    if pool_coded {
+        for &c in &pooled {
+            map[c] = 0;
         }
     }
-    let (bits, plan) = best?;
-    (bits < raw_bits).then_some(plan)
+    for (i, &c) in own.iter().enumerate() {
+        map[c] = (i + 1) as u8;
+    }
+    Some(Plan { models, map })
 }
 
 /// Code a byte stream, optionally conditioned on `ctx` (one context byte per
 /// symbol, known to the decoder). Appends a self-describing block to `out`.
+///
+/// Block: a mode byte; raw: the bytes; const: the symbol; rANS: the model
+/// count - 1, the models, then with contexts a u16 count of (context, model)
+/// pairs (unlisted contexts are raw) and a u32-prefixed block of the raw
+/// contexts' bytes; then the rANS payload of the coded symbols.
 pub fn encode_stream(syms: &[u8], ctx: Option<&[u8]>, out: &mut Vec<u8>) -> Result<()> {
     if let Some(c) = ctx
         && c.len() != syms.len()
@@ -372,24 +374,35 @@ pub fn encode_stream(syms: &[u8], ctx: Option<&[u8]>, out: &mut Vec<u8>) -> Resu
     for m in &plan.models {
         m.write(out);
     }
-    if ctx.is_some() {
-        out.extend_from_slice(&(plan.map.len() as u16).to_le_bytes());
-        for &(c, m) in &plan.map {
-            out.push(c);
-            out.push(m);
-        }
-    } else if !plan.map.is_empty() {
-        return Err(Error::invalid("entropy stream: context models without contexts"));
-    }
-    let mut map = [0u8; 256];
-    for &(c, m) in &plan.map {
-        map[c as usize] = m;
-    }
-    if plan.models.len() == 1 {
+    let Some(ctx) = ctx else {
         rans::encode(syms, &plan.models[0], out);
-    } else {
-        rans::encode_ctx(syms, ctx.expect("ctx"), &map, &plan.models, out);
+        return Ok(());
+    };
+    let listed: Vec<usize> = (0..256).filter(|&c| plan.map[c] != RAW_CTX).collect();
+    out.extend_from_slice(&(listed.len() as u16).to_le_bytes());
+    for &c in &listed {
+        out.push(c as u8);
+        out.push(plan.map[c]);
     }
+    let raw_count = ctx.iter().filter(|&&c| plan.map[c as usize] == RAW_CTX).count();
+    if raw_count == 0 {
+        crate::codec::put_block(out, &[])?;
+        rans::encode_ctx(syms, ctx, &plan.map, &plan.models, out);
+        return Ok(());
+    }
+    let mut raw = Vec::with_capacity(raw_count);
+    let mut cs = Vec::with_capacity(syms.len() - raw_count);
+    let mut cc = Vec::with_capacity(syms.len() - raw_count);
+    for (&s, &c) in syms.iter().zip(ctx) {
+        if plan.map[c as usize] == RAW_CTX {
+            raw.push(s);
+        } else {
+            cs.push(s);
+            cc.push(c);
+        }
+    }
+    crate::codec::put_block(out, &raw)?;
+    rans::encode_ctx(&cs, &cc, &plan.map, &plan.models, out);
     Ok(())
 }
 
@@ -425,26 +438,53 @@ pub fn decode_stream(input: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result
             if models.iter().any(|m| m.precision != p) {
                 return Err(Error::corrupt("entropy stream: models differ in precision"));
             }
-            let mut map = [0u8; 256];
-            if ctx.is_some() {
-                let k = r.u16()? as usize;
-                for _ in 0..k {
-                    let c = r.u8()?;
-                    let m = r.u8()?;
-                    if m as usize >= nm {
-                        return Err(Error::corrupt(format!("entropy stream: context {c} uses model {m} of {nm}")));
-                    }
-                    map[c as usize] = m;
+            if (nm << p) > 1 << 22 {
+                return Err(Error::corrupt("entropy stream: model tables too large"));
+            }
+            let Some(ctx) = ctx else {
+                if nm != 1 {
+                    return Err(Error::corrupt("entropy stream: several models but no contexts"));
                 }
-            } else if nm != 1 {
-                return Err(Error::corrupt("entropy stream: several models but no contexts"));
+                return rans::decode(r.rest(), &rans::DecTables::new(&models), out);
+            };
+            let mut map = [RAW_CTX; 256];
+            let k = r.u16()? as usize;
+            for _ in 0..k {
+                let c = r.u8()?;
+                let m = r.u8()?;
+                if m as usize >= nm {
+                    return Err(Error::corrupt(format!("entropy stream: context {c} uses model {m} of {nm}")));
+                }
+                map[c as usize] = m;
             }
-            let tables = DecTables::new(&models);
+            let raw = r.block()?;
             let payload = r.rest();
-            match ctx {
-                Some(c) if nm > 1 => rans::decode_ctx(payload, &tables, c, &map, out),
-                _ => rans::decode(payload, &tables, out),
+            let tables = rans::DecTables::new(&models);
+            let raw_count = ctx.iter().filter(|&&c| map[c as usize] == RAW_CTX).count();
+            if raw.len() != raw_count {
+                return Err(Error::corrupt(format!(
+                    "entropy stream: {} raw bytes for {raw_count} raw symbols",
+                    raw.len()
+                )));
             }
+            if raw_count == 0 {
+                return rans::decode_ctx(payload, &tables, ctx, &map, out);
+            }
+            let cc: Vec<u8> = ctx.iter().copied().filter(|&c| map[c as usize] != RAW_CTX).collect();
+            let mut cs = vec![0u8; cc.len()];
+            rans::decode_ctx(payload, &tables, &cc, &map, &mut cs)?;
+            // Merge: branch-free two-cursor select.
+            let (mut ic, mut ir) = (0usize, 0usize);
+            cs.push(0);
+            let mut raw_p = raw.to_vec();
+            raw_p.push(0);
+            for (o, &c) in out.iter_mut().zip(ctx) {
+                let coded = (map[c as usize] != RAW_CTX) as usize;
+                *o = if coded == 1 { cs[ic] } else { raw_p[ir] };
+                ic += coded;
+                ir += 1 - coded;
+            }
+            Ok(())
         }
         m => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
     }

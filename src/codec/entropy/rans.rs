@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 
 /// Number of interleaved coder states.
 pub const LANES: usize = 4;
+// The decoder's fast path peeks 2 * LANES = 8 payload bytes as one u64.
+const _: () = assert!(LANES == 4);
 const RANS_L: u32 = 1 << 16;
 
 fn enc_table(m: &Model) -> [(u32, u32); 256] {
@@ -76,31 +78,30 @@ pub fn encode_ctx(syms: &[u8], ctx: &[u8], map: &[u8; 256], models: &[Model], ou
 }
 
 /// Decoding tables of one or more models of one precision, concatenated:
-/// slot `(model << p) | (x & mask)` holds `freq << 16 | offset` and the symbol.
+/// slot `(model << p) | (x & mask)` holds `sym << 32 | freq << 16 | offset`
+/// (one load per symbol).
 pub struct DecTables {
     p: u32,
-    entry: Vec<u32>,
-    sym: Vec<u8>,
+    entry: Vec<u64>,
 }
 
 impl DecTables {
     pub fn new(models: &[Model]) -> DecTables {
         let p = models[0].precision;
         let size = 1usize << p;
-        let mut entry = vec![0u32; size * models.len()];
-        let mut sym = vec![0u8; size * models.len()];
+        let mut entry = vec![0u64; size * models.len()];
         for (k, m) in models.iter().enumerate() {
             debug_assert_eq!(m.precision, p);
             let mut pos = k * size;
             for (s, &f) in m.freq.iter().enumerate() {
-                for o in 0..f {
-                    entry[pos] = (f << 16) | o;
-                    sym[pos] = s as u8;
-                    pos += 1;
+                let hi = ((s as u64) << 32) | ((f as u64) << 16);
+                for (o, e) in entry[pos..pos + f as usize].iter_mut().enumerate() {
+                    *e = hi | o as u64;
                 }
+                pos += f as usize;
             }
         }
-        DecTables { p, entry, sym }
+        DecTables { p, entry }
     }
     pub fn models(&self) -> usize {
         self.entry.len() >> self.p
@@ -135,28 +136,31 @@ fn check_end(x: &[u32; LANES], pos: usize, words: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// One decoding step for a lane; `base` selects the model's table.
+/// Decode one group of `LANES` symbols. `next` holds the next `2 * LANES`
+/// payload bytes (a group reads at most one word per lane); returns how many
+/// bytes were consumed. Branch-free renormalization.
 #[inline(always)]
-fn step(x: &mut u32, base: usize, t: &DecTables, words: &[u8], pos: &mut usize) -> u8 {
+fn group(x: &mut [u32; LANES], bases: [usize; LANES], t: &DecTables, next: u64, out: &mut [u8]) -> usize {
     let mask = (1u32 << t.p) - 1;
-    let slot = base | (*x & mask) as usize;
-    let e = t.entry[slot];
-    let s = t.sym[slot];
-    let v = (e >> 16).wrapping_mul(*x >> t.p).wrapping_add(e & 0xffff);
-    let need = (v < RANS_L) as usize;
-    let w = u16::from_le_bytes([words[*pos], words[*pos + 1]]) as u32;
-    *x = if need == 1 { (v << 16) | w } else { v };
-    *pos += need * 2;
-    s
+    let mut used = 0u32;
+    for k in 0..LANES {
+        let e = t.entry[bases[k] | (x[k] & mask) as usize];
+        out[k] = (e >> 32) as u8;
+        let v = ((e as u32) >> 16).wrapping_mul(x[k] >> t.p).wrapping_add(e as u32 & 0xffff);
+        let need = (v < RANS_L) as u32;
+        let w = (next >> (used * 8)) as u32 & 0xffff;
+        x[k] = (v << (need * 16)) | (w & need.wrapping_neg());
+        used += need * 2;
+    }
+    used as usize
 }
 
 /// The checked step for the tail: fails instead of reading past the end.
 #[inline]
 fn step_checked(x: &mut u32, base: usize, t: &DecTables, words: &[u8], pos: &mut usize) -> Result<u8> {
     let mask = (1u32 << t.p) - 1;
-    let slot = base | (*x & mask) as usize;
-    let e = t.entry[slot];
-    let v = (e >> 16).wrapping_mul(*x >> t.p).wrapping_add(e & 0xffff);
+    let e = t.entry[base | (*x & mask) as usize];
+    let v = ((e as u32) >> 16).wrapping_mul(*x >> t.p).wrapping_add(e as u32 & 0xffff);
     if v < RANS_L {
         let b = words
             .get(*pos..*pos + 2)
@@ -166,7 +170,12 @@ fn step_checked(x: &mut u32, base: usize, t: &DecTables, words: &[u8], pos: &mut
     } else {
         *x = v;
     }
-    Ok(t.sym[slot])
+    Ok((e >> 32) as u8)
+}
+
+#[inline(always)]
+fn peek8(words: &[u8], pos: usize) -> u64 {
+    u64::from_le_bytes(words[pos..pos + 8].try_into().expect("8 bytes"))
 }
 
 /// Decode `out.len()` symbols coded with one model.
@@ -175,12 +184,9 @@ pub fn decode(input: &[u8], t: &DecTables, out: &mut [u8]) -> Result<()> {
     let mut pos = 0usize;
     let mut i = 0;
     let n = out.len();
-    // Fast path: a whole group can read at most 2 * LANES bytes.
-    while i + LANES <= n && pos + 2 * LANES <= words.len() {
-        let o = &mut out[i..i + LANES];
-        for k in 0..LANES {
-            o[k] = step(&mut x[k], 0, t, words, &mut pos);
-        }
+    // Fast path: a whole group reads at most 2 * LANES = 8 bytes.
+    while i + LANES <= n && pos + 8 <= words.len() {
+        pos += group(&mut x, [0; LANES], t, peek8(words, pos), &mut out[i..i + LANES]);
         i += LANES;
     }
     while i < n {
@@ -190,29 +196,24 @@ pub fn decode(input: &[u8], t: &DecTables, out: &mut [u8]) -> Result<()> {
     check_end(&x, pos, words)
 }
 
-/// Decode `out.len()` symbols, symbol `i` with model `map[ctx[i]]`.
-/// `map` entries must be below the number of models in `t`.
+/// Decode `out.len()` symbols, symbol `i` with model `map[ctx[i]]` (map
+/// entries beyond the models fall back to model 0).
 pub fn decode_ctx(input: &[u8], t: &DecTables, ctx: &[u8], map: &[u8; 256], out: &mut [u8]) -> Result<()> {
     if ctx.len() != out.len() {
         return Err(Error::invalid("rANS: context length differs from output length"));
     }
-    if map.iter().any(|&m| m as usize >= t.models()) {
-        return Err(Error::corrupt("rANS: context mapped to a missing model"));
-    }
     let mut base = [0usize; 256];
     for (b, &m) in base.iter_mut().zip(map) {
-        *b = (m as usize) << t.p;
+        *b = if (m as usize) < t.models() { (m as usize) << t.p } else { 0 };
     }
     let (mut x, words) = read_states(input)?;
     let mut pos = 0usize;
     let mut i = 0;
     let n = out.len();
-    while i + LANES <= n && pos + 2 * LANES <= words.len() {
-        let o = &mut out[i..i + LANES];
+    while i + LANES <= n && pos + 8 <= words.len() {
         let c = &ctx[i..i + LANES];
-        for k in 0..LANES {
-            o[k] = step(&mut x[k], base[c[k] as usize], t, words, &mut pos);
-        }
+        let bases = std::array::from_fn(|k| base[c[k] as usize]);
+        pos += group(&mut x, bases, t, peek8(words, pos), &mut out[i..i + LANES]);
         i += LANES;
     }
     while i < n {
