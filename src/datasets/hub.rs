@@ -115,6 +115,7 @@ impl hf_hub::api::Progress for Bar {
     fn finish(&mut self) {}
 }
 
+#[cfg(feature = "hub")]
 fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
