@@ -17,6 +17,8 @@
 //! declared bound with [`crate::metrics::error::error_stats`] before it
 //! writes anything.
 
+#[cfg(test)]
+mod measure;
 pub mod quant;
 pub mod round;
 pub mod sz;
