@@ -248,9 +248,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn fetch_cmd(names: &[String], variants: &[String], opts: &weightlab::datasets::FetchOptions) -> anyhow::Result<()> {
     use weightlab::datasets;
-    let names: Vec<String> =
-        if names.iter().any(|n| n == "all") { datasets::list_names() } else { names.to_vec() };
+    let all = names.iter().any(|n| n == "all");
+    let names: Vec<String> = if all { datasets::list_names() } else { names.to_vec() };
+    let mut failed = Vec::new();
     for name in &names {
+        if let Err(e) = fetch_one(name, variants, opts) {
+            if !all && names.len() == 1 {
+                return Err(e);
+            }
+            eprintln!("error: {e:#}");
+            failed.push(name.clone());
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{} of {} datasets could not be fetched: {}", failed.len(), names.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+fn fetch_one(name: &str, variants: &[String], opts: &weightlab::datasets::FetchOptions) -> anyhow::Result<()> {
+    use weightlab::datasets;
+    {
         let m = datasets::load_manifest(name)?;
         let wanted: Vec<String> = if variants.iter().any(|v| v == "all") {
             m.declared_variants().iter().map(|v| v.name().to_string()).collect()

@@ -30,6 +30,8 @@ struct Server {
     downloads: Arc<AtomicUsize>,
     /// The first byte each download asked for (`Range: bytes=N-`).
     starts: Arc<Mutex<Vec<u64>>>,
+    /// The `Authorization` header of every request.
+    auth: Arc<Mutex<Vec<String>>>,
 }
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -41,17 +43,19 @@ fn serve(route: &str, body: Vec<u8>, mode: Mode) -> Server {
     let d = downloads.clone();
     let starts = Arc::new(Mutex::new(Vec::new()));
     let st = starts.clone();
+    let auth = Arc::new(Mutex::new(Vec::new()));
+    let au = auth.clone();
     let route = route.to_string();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let (route, body, d, st) = (route.clone(), body.clone(), d.clone(), st.clone());
+            let (route, body, d, st, au) = (route.clone(), body.clone(), d.clone(), st.clone(), au.clone());
             std::thread::spawn(move || {
-                let _ = handle(stream, &route, &body, mode, &d, &st);
+                let _ = handle(stream, &route, &body, mode, &d, &st, &au);
             });
         }
     });
-    Server { port, downloads, starts }
+    Server { port, downloads, starts, auth }
 }
 
 fn handle(
@@ -61,6 +65,7 @@ fn handle(
     mode: Mode,
     downloads: &AtomicUsize,
     starts: &Mutex<Vec<u64>>,
+    auth: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut r = BufReader::new(s.try_clone()?);
@@ -75,6 +80,9 @@ fn handle(
             break;
         }
         let lower = h.to_ascii_lowercase();
+        if lower.starts_with("authorization:") {
+            auth.lock().unwrap().push(h[14..].trim().to_string());
+        }
         if let Some(v) = lower.strip_prefix("range:") {
             let v = v.trim().trim_start_matches("bytes=");
             let (a, b) = v.split_once('-').unwrap_or((v, ""));
@@ -175,6 +183,8 @@ fn hub_download_is_verified_cached_and_reused() {
     assert_eq!(std::fs::read(&f.path).unwrap(), data);
     assert_eq!(f.path, datasets::fetched_path(cache.path(), &m, &m.files[0]));
     assert_eq!(srv.downloads.load(Ordering::SeqCst), 1);
+    let auth = srv.auth.lock().unwrap().clone();
+    assert!(!auth.is_empty() && auth.iter().all(|a| a == "Bearer test-token"), "{auth:?}");
     // the second time it comes from the cache (hash checked again), no download
     let g = datasets::fetch_file(&m, &m.files[0], &o).unwrap();
     assert_eq!(g.source, Source::Cache);
