@@ -5,6 +5,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 features := "full"
 
+import 'peers.just'
+
 # List the recipes.
 default:
     @just --list
