@@ -84,7 +84,7 @@ impl ErrorAccumulator {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, x: f64, y: f64) {
         self.n += 1;
         if !x.is_finite() {

@@ -57,7 +57,7 @@ impl Fk {
         }
     }
     /// One element's value.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn load(self, b: &[u8]) -> f64 {
         match self {
             Fk::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f64(),
@@ -76,7 +76,7 @@ impl Fk {
     }
     /// The value `v` becomes once written in this dtype (round to nearest).
     /// Encoder and decoder both use this, so they agree bit for bit.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn round(self, v: f64) -> f64 {
         match self {
             Fk::F16 => half::f16::from_f64(v).to_f64(),
@@ -86,7 +86,7 @@ impl Fk {
         }
     }
     /// Write `v` (already representable, see [`Fk::round`]) as one element.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn store(self, v: f64, out: &mut [u8]) {
         match self {
             Fk::F16 => out.copy_from_slice(&half::f16::from_f64(v).to_le_bytes()),

@@ -187,6 +187,15 @@ fn choose(x: &[f64], step: f64, l: Layout) -> Pred {
     best.0
 }
 
+/// Round to the nearest integer, halves away from zero, through an integer
+/// conversion (a hardware instruction, where `f64::round` is a libm call on
+/// baseline x86-64). Values beyond i64 saturate, and the radius check after
+/// it rejects them. Only the encoder rounds: the decoder reads q.
+#[inline(always)]
+fn round_half_away(v: f64) -> f64 {
+    (if v >= 0.0 { v + 0.5 } else { v - 0.5 }) as i64 as f64
+}
+
 /// Element i's reconstructed value from code `u` (u != 0).
 #[inline(always)]
 fn reconstruct(fk: Fk, p: f64, step: f64, q: f64) -> f64 {
@@ -264,7 +273,7 @@ impl Codec for Sz {
             let p = predict(pred, &r, i, layout);
             let mut ok = None;
             if xi.is_finite() {
-                let q = if step > 0.0 { ((xi - p) / step).round() } else { 0.0 };
+                let q = if step > 0.0 { round_half_away((xi - p) / step) } else { 0.0 };
                 if q.abs() <= lim {
                     let v = reconstruct(fk, p, step, q);
                     if (v - xi).abs() <= e {
