@@ -13,7 +13,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
 /// The codec `weightlab compress` uses when none is given.
-pub const DEFAULT_CODEC: &str = "zstd:level=3";
+pub const DEFAULT_CODEC: &str = "auto";
 
 #[derive(Debug, Clone)]
 pub struct CompressOptions {

@@ -22,9 +22,13 @@ pub mod rans;
 
 use crate::error::{Error, Result};
 
-/// Largest model precision (log2 of the total frequency). Frequencies then
-/// fit in 16 bits, which the decoding table packs beside the slot offset.
-pub const MAX_PRECISION: u32 = 15;
+/// Largest model precision (log2 of the total frequency). The decoding table
+/// then packs symbol, frequency - 1 and slot offset in one u32 (8 + 12 + 12
+/// bits), and a model's table is 16 KiB at most: tables must stay in L1,
+/// measured to matter more than the last 0.1 % of ratio.
+pub const MAX_PRECISION: u32 = 12;
+/// Budget for all context tables of one stream, in slots (64 KiB).
+const CTX_SLOTS: usize = 1 << 14;
 
 /// A static model of byte symbols: frequencies summing to `1 << precision`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,8 +255,8 @@ const MODE_CONST: u8 = 2;
 /// Fixed cost of a rANS stream: lane states plus precision and counts.
 const RANS_OVERHEAD_BITS: f64 = (rans::LANES * 32 + 64) as f64;
 
-/// The share of its raw size a context (or the pool of rare contexts) must
-/// save to be entropy coded rather than stored raw. Raw contexts bypass the
+/// The default share of its raw size a context (or the pool of rare
+/// contexts) must save to be entropy coded rather than stored raw. Raw contexts bypass the
 /// rANS decoder entirely, so this trades a little ratio for decode speed:
 /// the near-uniform mantissas of the common exponents are copied, while the
 /// skewed ones (rare exponents, the tails) are coded.
@@ -270,8 +274,8 @@ struct Plan {
 }
 
 /// Quantize `hists` at one precision chosen from `ps` (the cheapest in bits
-/// including the serialized models, preferring the smaller table when within
-/// 0.05 %). The first histogram may be empty (an unused pool): it gets a
+/// including the serialized models, preferring the smaller table unless the
+/// larger saves 0.3 %). The first histogram may be empty (an unused pool): it gets a
 /// uniform model.
 fn quantize(hists: &[&Hist], ps: &[u32]) -> Option<(f64, Vec<Model>)> {
     let mut best: Option<(f64, Vec<Model>)> = None;
@@ -283,7 +287,8 @@ fn quantize(hists: &[&Hist], ps: &[u32]) -> Option<(f64, Vec<Model>)> {
             bits += m.cost_bits(h) + m.serialized_len() as f64 * 8.0;
             models.push(m);
         }
-        if best.as_ref().is_none_or(|(b, _)| bits < *b * 0.9995) {
+        // A larger table must earn its cache footprint: 0.3 % fewer bits.
+        if best.as_ref().is_none_or(|(b, _)| bits < *b * 0.997) {
             best = Some((bits, models));
         }
     }
@@ -294,10 +299,10 @@ fn quantize(hists: &[&Hist], ps: &[u32]) -> Option<(f64, Vec<Model>)> {
 /// contexts: an own model for every context that saves [`MIN_GAIN`] of its
 /// raw size, a pooled model for the rare contexts if the pool saves as much,
 /// raw for the rest. Deterministic.
-fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize) -> Option<Plan> {
+fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize, min_gain: f64) -> Option<Plan> {
     let Some(hs) = ctx else {
-        let (bits, models) = quantize(&[global], &[11, 12, 13, 14, 15])?;
-        return (bits < n as f64 * 8.0 * (1.0 - MIN_GAIN / 4.0)).then_some(Plan { models, map: [0; 256] });
+        let (bits, models) = quantize(&[global], &[10, 11, 12])?;
+        return (bits < n as f64 * 8.0 * (1.0 - min_gain.min(0.02) / 4.0)).then_some(Plan { models, map: [0; 256] });
     };
     let mut map = [RAW_CTX; 256];
     let mut own: Vec<usize> = Vec::new();
@@ -308,9 +313,9 @@ fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize) -> Option<Plan> {
     order.sort_by_key(|&(k, c)| (std::cmp::Reverse(k), c));
     for (k, c) in order {
         let raw = k as f64 * 8.0;
-        if k >= POOL_BELOW && own.len() < 64 {
+        if k >= POOL_BELOW && own.len() < 15 {
             let own_bits = entropy_bits(&hs[c]) + model_bytes_estimate(&hs[c]) * 8.0;
-            if own_bits < raw * (1.0 - MIN_GAIN) {
+            if own_bits < raw * (1.0 - min_gain) {
                 own.push(c);
             }
         } else if k < POOL_BELOW {
@@ -322,7 +327,7 @@ fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize) -> Option<Plan> {
     }
     let pool_n: u64 = pool.iter().sum();
     let pool_coded =
-        pool_n > 0 && entropy_bits(&pool) + model_bytes_estimate(&pool) * 8.0 < pool_n as f64 * 8.0 * (1.0 - MIN_GAIN);
+        pool_n > 0 && entropy_bits(&pool) + model_bytes_estimate(&pool) * 8.0 < pool_n as f64 * 8.0 * (1.0 - min_gain);
     if !pool_coded {
         pool = [0; 256];
     }
@@ -330,7 +335,8 @@ fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize) -> Option<Plan> {
         return None;
     }
     let hists: Vec<&Hist> = std::iter::once(&pool).chain(own.iter().map(|&c| &hs[c])).collect();
-    let (_, models) = quantize(&hists, &[11, 12])?;
+    let ps: Vec<u32> = [10u32, 11, 12].into_iter().filter(|&p| hists.len() << p <= CTX_SLOTS).collect();
+    let (_, models) = quantize(&hists, &ps)?;
     if pool_coded {
         for &c in &pooled {
             map[c] = 0;
@@ -350,6 +356,12 @@ fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize) -> Option<Plan> {
 /// pairs (unlisted contexts are raw) and a u32-prefixed block of the raw
 /// contexts' bytes; then the rANS payload of the coded symbols.
 pub fn encode_stream(syms: &[u8], ctx: Option<&[u8]>, out: &mut Vec<u8>) -> Result<()> {
+    encode_stream_with(syms, ctx, MIN_GAIN, out)
+}
+
+/// [`encode_stream`] with the share of raw size a context must save to be
+/// coded (`min_gain`, e.g. 0.02; 1.0 stores every context raw: fastest decode).
+pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &mut Vec<u8>) -> Result<()> {
     if let Some(c) = ctx
         && c.len() != syms.len()
     {
@@ -363,7 +375,7 @@ pub fn encode_stream(syms: &[u8], ctx: Option<&[u8]>, out: &mut Vec<u8>) -> Resu
         return Ok(());
     }
     let hs = ctx.map(|c| ctx_hists(syms, c));
-    let plan = if syms.len() < 64 { None } else { plan(&global, hs.as_deref(), syms.len()) };
+    let plan = if syms.len() < 64 { None } else { plan(&global, hs.as_deref(), syms.len(), min_gain) };
     let Some(plan) = plan else {
         out.push(MODE_RAW);
         out.extend_from_slice(syms);
@@ -438,7 +450,7 @@ pub fn decode_stream(input: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result
             if models.iter().any(|m| m.precision != p) {
                 return Err(Error::corrupt("entropy stream: models differ in precision"));
             }
-            if (nm << p) > 1 << 22 {
+            if (nm << p) > 1 << 20 {
                 return Err(Error::corrupt("entropy stream: model tables too large"));
             }
             let Some(ctx) = ctx else {
@@ -470,19 +482,36 @@ pub fn decode_stream(input: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result
             if raw_count == 0 {
                 return rans::decode_ctx(payload, &tables, ctx, &map, out);
             }
-            let cc: Vec<u8> = ctx.iter().copied().filter(|&c| map[c as usize] != RAW_CTX).collect();
-            let mut cs = vec![0u8; cc.len()];
-            rans::decode_ctx(payload, &tables, &cc, &map, &mut cs)?;
-            // Merge: branch-free two-cursor select.
+            let mut flag = [0u8; 256];
+            for (f, &m) in flag.iter_mut().zip(&map) {
+                *f = (m != RAW_CTX) as u8;
+            }
+            // Gather the coded symbols' contexts: branch-free compaction
+            // (write always, advance when coded; one byte of slack).
+            let n_coded = out.len() - raw_count;
+            let mut cc = vec![0u8; n_coded + 1];
+            let mut j = 0usize;
+            for &c in ctx {
+                cc[j.min(n_coded)] = c;
+                j += flag[c as usize] as usize;
+            }
+            cc.truncate(n_coded);
+            let mut cs = vec![0u8; n_coded + 1];
+            rans::decode_ctx(payload, &tables, &cc, &map, &mut cs[..n_coded])?;
+            // Merge: a branch-free two-cursor select (coded and raw symbols
+            // interleave unpredictably). The cursors never pass their
+            // buffers' ends (each advances only past an element it supplied;
+            // `cs` has a byte of slack and `raw` is read clamped).
+            let last_raw = raw.len().saturating_sub(1);
             let (mut ic, mut ir) = (0usize, 0usize);
-            cs.push(0);
-            let mut raw_p = raw.to_vec();
-            raw_p.push(0);
             for (o, &c) in out.iter_mut().zip(ctx) {
-                let coded = (map[c as usize] != RAW_CTX) as usize;
-                *o = if coded == 1 { cs[ic] } else { raw_p[ir] };
-                ic += coded;
-                ir += 1 - coded;
+                let f = flag[c as usize];
+                let m = 0u8.wrapping_sub(f);
+                let a = cs[ic.min(n_coded)];
+                let b = raw[ir.min(last_raw)];
+                *o = (a & m) | (b & !m);
+                ic += f as usize;
+                ir += 1 - f as usize;
             }
             Ok(())
         }

@@ -17,12 +17,25 @@
 //! for `E`, `SM` and the lower planes from the most significant down, each
 //! u32-length-prefixed.
 
-use crate::codec::entropy::{decode_stream, encode_stream};
+use crate::codec::entropy::{decode_stream, encode_stream, encode_stream_with};
 use crate::codec::{put_block, ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
-pub struct Exp;
+/// `gain`: the percentage of its raw size the mantissa bytes of one exponent
+/// must save to be entropy coded (default 2); the others are stored raw and
+/// decode at memory speed. `gain=100` stores all mantissas raw (fastest),
+/// `gain=0` codes every exponent's mantissas that save anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Exp {
+    pub gain: u32,
+}
+
+impl Default for Exp {
+    fn default() -> Self {
+        Exp { gain: 2 }
+    }
+}
 
 pub const EXP: StageDef = StageDef {
     id: 32,
@@ -30,11 +43,12 @@ pub const EXP: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "float exponent split: exponent rANS-coded per chunk, sign+mantissa coded per exponent (all float dtypes)",
-    build: |_: &mut Params, next| {
+    build: |p: &mut Params, next| {
         if let Some(n) = next {
             return Err(Error::invalid(format!("'exp' is a coder and cannot feed '{}'", n.spec())));
         }
-        Ok(Box::new(Exp))
+        let gain = p.int("gain", 2, 0, 100)? as u32;
+        Ok(Box::new(Exp { gain }))
     },
 };
 
@@ -64,7 +78,7 @@ fn split_head(data: &[u8], w: usize, e: &mut Vec<u8>, sm: &mut Vec<u8>) {
 
 impl Codec for Exp {
     fn spec(&self) -> String {
-        "exp".into()
+        format!("exp:gain={}", self.gain)
     }
     fn fidelity(&self) -> Fidelity {
         Fidelity::Lossless
@@ -82,14 +96,15 @@ impl Codec for Exp {
         encode_stream(&e, None, &mut block)?;
         put_block(out, &block)?;
         block.clear();
-        encode_stream(&sm, Some(&e), &mut block)?;
+        let g = self.gain as f64 / 100.0;
+        encode_stream_with(&sm, Some(&e), g, &mut block)?;
         put_block(out, &block)?;
         let mut plane = Vec::with_capacity(e.len());
         for k in (0..w - 2).rev() {
             plane.clear();
             plane.extend(data.chunks_exact(w).map(|el| el[k]));
             block.clear();
-            encode_stream(&plane, Some(&e), &mut block)?;
+            encode_stream_with(&plane, Some(&e), g, &mut block)?;
             put_block(out, &block)?;
         }
         Ok(())
@@ -149,7 +164,9 @@ mod tests {
     #[test]
     fn round_trips_every_float_dtype_and_shape() {
         let c = build("exp").unwrap();
-        assert_eq!(c.spec(), "exp");
+        assert_eq!(c.spec(), "exp:gain=2");
+        assert_eq!(build("exp:gain=100").unwrap().spec(), "exp:gain=100");
+        assert!(build("exp:gain=101").is_err());
         for Case { name, dtype, data } in cases() {
             let i = info(dtype);
             let enc = encode_all(&*c, &i, &data).unwrap();
@@ -162,7 +179,7 @@ mod tests {
     fn bf16_gaussian_is_within_the_floor() {
         let data = crate::codec::float::testdata::gaussian(DType::BF16, 1 << 19, 0.02, 7);
         let f = crate::analysis::entropy::field_entropy(DType::BF16, &data).unwrap();
-        let enc = encode_all(&Exp, &info(DType::BF16), &data).unwrap();
+        let enc = encode_all(&Exp::default(), &info(DType::BF16), &data).unwrap();
         let ratio = enc.len() as f64 / data.len() as f64;
         // The floor counts no model cost; allow 0.3 points.
         assert!(ratio < f.floor_ratio() + 0.003, "ratio {ratio:.4} vs floor {:.4}", f.floor_ratio());
@@ -176,17 +193,17 @@ mod tests {
         for dtype in [DType::BF16, DType::F16, DType::F32, DType::F8E4M3] {
             let data = crate::codec::float::testdata::gaussian(dtype, 3000, 0.05, 1);
             let i = info(dtype);
-            let enc = encode_all(&Exp, &i, &data).unwrap();
+            let enc = encode_all(&Exp::default(), &i, &data).unwrap();
             for cut in (0..enc.len()).step_by(7).chain([enc.len() - 1]) {
-                assert!(decode_all(&Exp, &i, &enc[..cut], data.len()).is_err(), "{dtype} cut {cut}");
+                assert!(decode_all(&Exp::default(), &i, &enc[..cut], data.len()).is_err(), "{dtype} cut {cut}");
             }
             for _ in 0..300 {
                 let mut b = enc.clone();
                 let at = (rng.next() % b.len() as u64) as usize;
                 b[at] ^= 1 << (rng.next() % 8);
-                let _ = decode_all(&Exp, &i, &b, data.len());
+                let _ = decode_all(&Exp::default(), &i, &b, data.len());
             }
-            assert!(decode_all(&Exp, &i, &enc, data.len() - 2).is_err());
+            assert!(decode_all(&Exp::default(), &i, &enc, data.len() - 2).is_err());
         }
     }
 }

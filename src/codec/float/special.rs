@@ -39,7 +39,7 @@ pub const CONST: StageDef = StageDef {
     name: "const",
     version: 1,
     kind: StageKind::Coder,
-    summary: "a tensor of one repeated value: the value once (falls back to exp otherwise)",
+    summary: "a tensor of one repeated value: the value once (falls back to exp:gain=2 otherwise)",
     build: |_: &mut Params, next| {
         no_next("const", next)?;
         Ok(Box::new(Const))
@@ -60,7 +60,7 @@ impl Codec for Const {
             Ok(())
         } else {
             out.push(1);
-            Exp.encode(info, data, out)
+            Exp::default().encode(info, data, out)
         }
     }
     fn decode(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()> {
@@ -78,7 +78,7 @@ impl Codec for Const {
                 }
                 Ok(())
             }
-            1 => Exp.decode(info, r.rest(), out),
+            1 => Exp::default().decode(info, r.rest(), out),
             m => Err(Error::corrupt(format!("const: unknown mode {m}"))),
         }
     }
@@ -197,7 +197,7 @@ impl Codec for Table {
         let w = value_width(info.dtype, data.len());
         let Some(values) = distinct_values(data, w, 256).filter(|v| !v.is_empty()) else {
             out.push(TABLE_FALLBACK);
-            return Exp.encode(info, data, out);
+            return Exp::default().encode(info, data, out);
         };
         let index: HashMap<u64, u8> = values.iter().enumerate().map(|(i, &v)| (v, i as u8)).collect();
         let idx: Vec<u8> = data.chunks_exact(w).map(|el| index[&key(el)]).collect();
@@ -222,7 +222,7 @@ impl Codec for Table {
         let mut r = Reader::new(input, "table");
         let mode = r.u8()?;
         if mode == TABLE_FALLBACK {
-            return Exp.decode(info, r.rest(), out);
+            return Exp::default().decode(info, r.rest(), out);
         }
         if mode > TABLE_FALLBACK {
             return Err(Error::corrupt(format!("table: unknown mode {mode}")));
