@@ -9,6 +9,7 @@ pub mod codec;
 pub mod container;
 pub mod datasets;
 pub mod error;
+pub mod experiment;
 pub mod io;
 pub mod metrics;
 pub mod progress;

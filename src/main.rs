@@ -84,6 +84,24 @@ enum Cmd {
         #[arg(long)]
         tables: bool,
     },
+    /// Run an experiment (experiments/NAME.toml, or a path): every dataset x
+    /// tensor/file x codec and peer, verified, timed; results in reports/NAME/.
+    Run {
+        /// Experiment name or TOML path.
+        experiment: String,
+        /// Measure every cell again (ignore reports/NAME/.resume).
+        #[arg(long)]
+        fresh: bool,
+        /// Override the experiment's repetitions.
+        #[arg(long)]
+        reps: Option<u32>,
+        /// Report directory (default reports/NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// One line per measured cell on stderr.
+        #[arg(short, long)]
+        verbose: bool,
+    },
     /// Re-render the tables and charts of reports/NAME from its results.parquet (feature `lab`).
     Report {
         /// Experiment name (reports/NAME) or a report directory.
@@ -134,6 +152,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         _ => 1,
     }
 }
+
+/// Counts heap bytes so the experiment runner can report peak memory.
+#[global_allocator]
+static ALLOC: weightlab::experiment::mem::CountingAlloc = weightlab::experiment::mem::CountingAlloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -235,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", weightlab::analysis::tables::render_text(&a, detail || !tensors.is_empty()));
             }
         }
+        Cmd::Run { experiment, fresh, reps, out, verbose } => run_cmd(&experiment, fresh, reps, out, verbose, progress)?,
         Cmd::Run { experiment, fresh, reps, out, verbose } => run_cmd(&experiment, fresh, reps, out, verbose, progress)?,
         Cmd::Report { name, reports } => report_cmd(&name, &reports)?,
         Cmd::Codecs => {
@@ -349,6 +372,12 @@ fn datasets_cmd() -> anyhow::Result<()> {
             println!("    variants: original, {}", m.variants.join(", "));
         }
     }
+    Ok(())
+}
+
+fn run_cmd(name: &str, fresh: bool, reps: Option<u32>, out: Option<PathBuf>, verbose: bool, progress: bool) -> anyhow::Result<()> {
+    let opts = weightlab::experiment::RunOptions { fresh, progress, out_dir: out, reps, verbose };
+    weightlab::experiment::cli::run(name, &opts)?;
     Ok(())
 }
 

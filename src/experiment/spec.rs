@@ -1,0 +1,321 @@
+//! Experiment files (`experiments/NAME.toml`): what to measure.
+//!
+//! ```toml
+//! name = "bf16-planes"
+//! description = "Aveiro Table 4.1 on BF16 weights"
+//! datasets = [{ name = "all-minilm-l6-v2", variants = ["bf16"] }, { path = "model.safetensors" }]
+//! codecs = ["zstd:level=3", "planes>zstd:level=1", "lz4"]
+//! peers = ["zstd-cli:-3", "zipnn"]
+//! granularity = "both"      # "tensor", "file" or "both"
+//! threads = [1]
+//! reps = 3
+//! warmup = true
+//! max_tensors = 20          # optional: the first N tensors of each file
+//! min_tensor_bytes = 0
+//! chunk_kib = 4096          # optional: container chunk size
+//! [outputs]
+//! tables = true
+//! charts = true
+//! ```
+//!
+//! Errors name the line, column and key: TOML and type errors come with the
+//! `toml` crate's span, and the checks made after parsing (unknown codec,
+//! bad peer) point at the entry's own span.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Tensor cells, whole-file cells, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    #[default]
+    Tensor,
+    File,
+    Both,
+}
+
+impl Granularity {
+    pub fn tensors(self) -> bool {
+        matches!(self, Granularity::Tensor | Granularity::Both)
+    }
+    pub fn files(self) -> bool {
+        matches!(self, Granularity::File | Granularity::Both)
+    }
+}
+
+/// One dataset entry: a named dataset (with variants) or a file path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    /// A dataset manifest name (`datasets/NAME.toml`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Variants of a named dataset: "original", "bf16", "f16", "fp8-e4m3" …
+    #[serde(default)]
+    pub variants: Vec<String>,
+    /// A safetensors file, relative to the experiment file's directory's
+    /// parent (the project root) or absolute.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Skip this entry (with a warning and a note in the run) when it cannot
+    /// be resolved here, e.g. a hub-only model on an offline machine.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// What to write besides the result rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outputs {
+    /// Markdown summary tables (and csv/parquet).
+    pub tables: bool,
+    /// plotters charts (SVG and PNG).
+    pub charts: bool,
+    /// The per-file entropy analysis (Aveiro Tables 3.1–3.3).
+    pub analysis: bool,
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Outputs { tables: true, charts: true, analysis: false }
+    }
+}
+
+/// Published numbers to print beside ours in the per-codec table, typed in
+/// as published (`codecs = { "zstd:level=3" = "ratio 80.1 %" }`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Published {
+    /// Column heading: whose numbers, on what.
+    pub label: String,
+    /// Canonical codec spec (or peer label) -> the published value.
+    pub codecs: std::collections::BTreeMap<String, String>,
+}
+
+fn default_threads() -> Vec<u32> {
+    vec![1]
+}
+fn default_reps() -> u32 {
+    3
+}
+fn yes() -> bool {
+    true
+}
+
+/// The file as written (spans kept for error messages).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExperiment {
+    name: String,
+    #[serde(default)]
+    description: String,
+    datasets: Vec<Spanned<DatasetEntry>>,
+    #[serde(default)]
+    codecs: Vec<Spanned<String>>,
+    #[serde(default)]
+    peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    granularity: Granularity,
+    #[serde(default)]
+    threads: Option<Spanned<Vec<u32>>>,
+    #[serde(default)]
+    reps: Option<Spanned<u32>>,
+    #[serde(default = "yes")]
+    warmup: bool,
+    #[serde(default)]
+    max_tensors: Option<usize>,
+    #[serde(default)]
+    min_tensor_bytes: u64,
+    #[serde(default)]
+    chunk_kib: Option<Spanned<u64>>,
+    #[serde(default)]
+    outputs: Outputs,
+    #[serde(default)]
+    published: Published,
+}
+
+/// A validated experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    pub name: String,
+    pub description: String,
+    pub datasets: Vec<DatasetEntry>,
+    /// Codec specs as written (the rows carry the canonical form).
+    pub codecs: Vec<String>,
+    /// Peer specs: `NAME` or `NAME:ARGS` (`zstd-cli:-19 -T2`).
+    pub peers: Vec<String>,
+    pub granularity: Granularity,
+    pub threads: Vec<u32>,
+    pub reps: u32,
+    pub warmup: bool,
+    pub max_tensors: Option<usize>,
+    pub min_tensor_bytes: u64,
+    /// Container chunk size in bytes.
+    pub chunk_size: usize,
+    pub outputs: Outputs,
+    pub published: Published,
+    /// Where relative dataset paths are resolved from.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file it came from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |p| before.len() - p - 1) + 1;
+    (line, col)
+}
+
+fn at<T>(text: &str, origin: &str, item: &Spanned<T>, key: &str, msg: impl std::fmt::Display) -> Error {
+    let (line, col) = line_col(text, item.span().start);
+    Error::invalid(format!("{origin}: line {line}, column {col}, key '{key}': {msg}"))
+}
+
+impl Experiment {
+    /// Parse and validate experiment TOML. `origin` names it in errors;
+    /// `base_dir` is where relative dataset paths start.
+    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Experiment> {
+        let raw: RawExperiment =
+            toml::from_str(text).map_err(|e| Error::invalid(format!("{origin}: {}", e.to_string().trim_end())))?;
+        let name = raw.name.trim().to_string();
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || name.starts_with('.')
+        {
+            return Err(Error::invalid(format!(
+                "{origin}: key 'name': '{}' must be a non-empty name of letters, digits, '-', '_' or '.' (it names the report directory)",
+                raw.name
+            )));
+        }
+        if raw.datasets.is_empty() {
+            return Err(Error::invalid(format!("{origin}: key 'datasets': at least one dataset is needed")));
+        }
+        for d in &raw.datasets {
+            let e = d.get_ref();
+            match (&e.name, &e.path) {
+                (Some(_), Some(_)) => return Err(at(text, origin, d, "datasets", "give either 'name' or 'path', not both")),
+                (None, None) => return Err(at(text, origin, d, "datasets", "each entry needs 'name' or 'path'")),
+                (None, Some(_)) if !e.variants.is_empty() => {
+                    return Err(at(text, origin, d, "datasets", "'variants' apply to named datasets, not to a 'path'"));
+                }
+                _ => {}
+            }
+        }
+        if raw.codecs.is_empty() && raw.peers.is_empty() && !raw.outputs.analysis {
+            return Err(Error::invalid(format!(
+                "{origin}: nothing to measure: give 'codecs', 'peers' or outputs.analysis = true"
+            )));
+        }
+        for c in &raw.codecs {
+            crate::codec::build(c.get_ref()).map_err(|e| at(text, origin, c, "codecs", e.message()))?;
+        }
+        for p in &raw.peers {
+            super::peers::PeerSpec::parse(p.get_ref()).map_err(|e| at(text, origin, p, "peers", e.message()))?;
+        }
+        if let Some(t) = &raw.threads
+            && (t.get_ref().is_empty() || t.get_ref().contains(&0))
+        {
+            return Err(at(text, origin, t, "threads", "give one or more thread counts, each at least 1"));
+        }
+        if let Some(r) = &raw.reps
+            && (*r.get_ref() == 0 || *r.get_ref() > 1000)
+        {
+            return Err(at(text, origin, r, "reps", "must be between 1 and 1000"));
+        }
+        let chunk_size = match &raw.chunk_kib {
+            None => crate::container::DEFAULT_CHUNK_SIZE,
+            Some(k) if *k.get_ref() == 0 || *k.get_ref() > (1 << 22) => {
+                return Err(at(text, origin, k, "chunk_kib", "must be between 1 and 4194304"));
+            }
+            Some(k) => (*k.get_ref() as usize) << 10,
+        };
+        Ok(Experiment {
+            name,
+            description: raw.description,
+            datasets: raw.datasets.into_iter().map(Spanned::into_inner).collect(),
+            codecs: raw.codecs.into_iter().map(Spanned::into_inner).collect(),
+            peers: raw.peers.into_iter().map(Spanned::into_inner).collect(),
+            granularity: raw.granularity,
+            threads: raw.threads.map_or_else(default_threads, Spanned::into_inner),
+            reps: raw.reps.map_or_else(default_reps, Spanned::into_inner),
+            warmup: raw.warmup,
+            max_tensors: raw.max_tensors,
+            min_tensor_bytes: raw.min_tensor_bytes,
+            chunk_size,
+            outputs: raw.outputs,
+            published: raw.published,
+            base_dir: base_dir.to_path_buf(),
+            source: None,
+        })
+    }
+
+    /// Load `experiments/NAME.toml` by path, or by bare name (no `/`, no
+    /// `.toml`) from `experiments/` under the current directory.
+    pub fn load(name_or_path: &str) -> Result<Experiment> {
+        let path = resolve_path(name_or_path);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound { list_hint() } else { String::new() };
+            Error::io(format!("reading experiment {}{hint}", path.display()), e)
+        })?;
+        // relative dataset paths: from the project root, i.e. the parent of
+        // the experiments/ directory, else from the file's own directory
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if dir.file_name().is_some_and(|n| n == "experiments") {
+            dir.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            dir
+        };
+        let mut exp = Experiment::parse(&text, &path.display().to_string(), &base)?;
+        exp.source = Some(path);
+        Ok(exp)
+    }
+
+    /// A dataset path made absolute against the experiment's base directory.
+    pub fn dataset_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() || self.base_dir.as_os_str().is_empty() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+}
+
+/// `NAME` -> `experiments/NAME.toml`; anything with a `/` or ending in
+/// `.toml` is a path.
+pub fn resolve_path(name_or_path: &str) -> PathBuf {
+    if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+        PathBuf::from(name_or_path)
+    } else {
+        Path::new("experiments").join(format!("{name_or_path}.toml"))
+    }
+}
+
+fn list_hint() -> String {
+    let Ok(rd) = std::fs::read_dir("experiments") else { return String::new() };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(str::to_string))
+        .collect();
+    names.sort();
+    if names.is_empty() { String::new() } else { format!(" (experiments here: {})", names.join(", ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn bare_names_go_to_experiments() {
+        assert_eq!(resolve_path("smoke"), PathBuf::from("experiments/smoke.toml"));
+        assert_eq!(resolve_path("x/y.toml"), PathBuf::from("x/y.toml"));
+    }
+}
