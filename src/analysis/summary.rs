@@ -136,11 +136,16 @@ fn planes_of(dtype: DType, hists: &[[u64; 256]]) -> Vec<PlaneAnalysis> {
                 (Some(_), None) => "packed sub-byte elements".into(),
                 _ => format!("byte {k} (integer)"),
             },
-            entropy: entropy(h),
+            entropy: nz(entropy(h)),
             top: top_bytes(h, TOP_BYTES),
             histogram: h.to_vec(),
         })
         .collect()
+}
+
+/// Entropies of constant histograms come out as -0.0; show them as 0.
+fn nz(x: f64) -> f64 {
+    x + 0.0
 }
 
 fn plane_width(dtype: DType) -> usize {
@@ -168,7 +173,21 @@ fn build(
         }
     }
     let bytes: u64 = all.iter().sum();
-    let fields = counts.map(|c| c.finish());
+    let fields = counts.map(|c| {
+        let mut f = c.finish();
+        for x in [
+            &mut f.sign,
+            &mut f.exponent,
+            &mut f.mantissa,
+            &mut f.sign_exponent,
+            &mut f.mantissa_given_exponent,
+            &mut f.sign_mantissa_given_exponent,
+            &mut f.floor_bits,
+        ] {
+            *x = nz(*x);
+        }
+        f
+    });
     let numel = match &fields {
         Some(f) => f.elements,
         None => bytes / plane_width(dtype) as u64,
@@ -176,7 +195,7 @@ fn build(
     let (floor_bits, floor_ratio) = match &fields {
         Some(f) => (f.floor_bits, f.floor_ratio()),
         None => {
-            let b: f64 = hists.iter().map(|h| entropy(h)).sum();
+            let b: f64 = nz(hists.iter().map(|h| entropy(h)).sum());
             (b, b / (8.0 * plane_width(dtype) as f64))
         }
     };
@@ -187,7 +206,7 @@ fn build(
         tensors,
         numel,
         bytes,
-        byte_entropy: entropy(&all),
+        byte_entropy: nz(entropy(&all)),
         top_bytes: top_bytes(&all, TOP_BYTES),
         planes: planes_of(dtype, &hists),
         fields,

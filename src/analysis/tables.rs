@@ -208,7 +208,7 @@ pub fn table_3_3(t: &TensorAnalysis, p: Option<&PublishedEntropy>) -> String {
         ("distinct exponents", f.distinct_exponents.to_string()),
     ];
     for (k, v) in rows {
-        let _ = writeln!(s, "| {k} | {v} | {} |", quoted(k));
+        let _ = writeln!(s, "| {} | {v} | {} |", k.replace('|', "\\|"), quoted(k));
     }
     s
 }
@@ -217,9 +217,9 @@ pub fn table_3_3(t: &TensorAnalysis, p: Option<&PublishedEntropy>) -> String {
 /// whole-file total of the main dtype), with the published numbers beside ours.
 pub fn aveiro_tables(t: &TensorAnalysis, p: Option<&PublishedEntropy>) -> String {
     let what = if t.name == "*" {
-        format!("all {} {} tensors together ({} weights)", t.tensors, t.dtype, t.numel)
+        format!("all {} {} tensors together, {} weights", t.tensors, t.dtype, t.numel)
     } else {
-        format!("tensor {} ({}, {} weights)", t.name, t.dtype, t.numel)
+        format!("tensor {}, {}, {} weights", t.name, t.dtype, t.numel)
     };
     let mut s = String::new();
     let _ = writeln!(s, "### Table 3.1: most frequent bytes ({what})\n");
