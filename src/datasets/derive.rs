@@ -186,6 +186,34 @@ fn to_f32(dtype: DType, data: &[u8]) -> Option<Vec<f32>> {
     }
 }
 
+/// Convert F32 values to `variant`'s bytes, appending to `out` (FP8 uses `scale`).
+fn encode_values(values: &[f32], variant: Variant, scale: f32, out: &mut Vec<u8>) {
+    match variant {
+        Variant::Bf16 => out.extend(values.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes())),
+        Variant::F16 => out.extend(values.iter().flat_map(|v| f32_to_f16(*v).to_le_bytes())),
+        Variant::Fp8E4m3 => quantize_e4m3(values, scale, out),
+    }
+}
+
+/// Elements per conversion step: bounds the memory of a cast to a few MB.
+const STEP: usize = 1 << 18;
+
+/// The FP8 scale of a tensor, computed without materializing it as F32.
+fn tensor_scale(dtype: DType, data: &[u8]) -> f32 {
+    let size = dtype.size().unwrap_or(1);
+    let mut absmax = 0.0f32;
+    for chunk in data.chunks(STEP * size) {
+        let vals = to_f32(dtype, chunk).unwrap_or_default();
+        absmax = vals.iter().filter(|v| v.is_finite()).fold(absmax, |m, v| m.max(v.abs()));
+    }
+    // e4m3_scale of a one-element slice holding the absmax
+    e4m3_scale(&[absmax])
+}
+
+fn castable(dtype: DType, variant: Variant) -> bool {
+    dtype != variant.dtype() && matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+}
+
 /// Cast one tensor to `variant`. Returns the cast tensor and, for FP8, its scale
 /// tensor. Tensors that are not floats (or already of the target dtype) are
 /// copied unchanged.
@@ -196,56 +224,62 @@ pub fn cast_tensor(
     data: &[u8],
     variant: Variant,
 ) -> (OwnedTensor, Option<OwnedTensor>) {
-    let target = variant.dtype();
-    let copy = || OwnedTensor::new(name, dtype, shape.to_vec(), data.to_vec());
-    if dtype == target {
-        return (copy(), None);
+    if !castable(dtype, variant) {
+        return (OwnedTensor::new(name, dtype, shape.to_vec(), data.to_vec()), None);
     }
-    let Some(values) = to_f32(dtype, data) else { return (copy(), None) };
-    let mut out = Vec::with_capacity(values.len() * target.size().unwrap_or(1));
-    let mut scale_t = None;
-    match variant {
-        Variant::Bf16 => {
-            for v in &values {
-                out.extend_from_slice(&f32_to_bf16(*v).to_le_bytes());
-            }
-        }
-        Variant::F16 => {
-            for v in &values {
-                out.extend_from_slice(&f32_to_f16(*v).to_le_bytes());
-            }
-        }
-        Variant::Fp8E4m3 => {
-            let scale = e4m3_scale(&values);
-            quantize_e4m3(&values, scale, &mut out);
-            scale_t = Some(OwnedTensor::new(format!("{name}.scale"), DType::F32, vec![], scale.to_le_bytes().to_vec()));
-        }
+    let scale = if variant == Variant::Fp8E4m3 { tensor_scale(dtype, data) } else { 1.0 };
+    let size = dtype.size().unwrap_or(1);
+    let mut out = Vec::with_capacity(data.len() / size * variant.dtype().size().unwrap_or(1));
+    for chunk in data.chunks(STEP * size) {
+        encode_values(&to_f32(dtype, chunk).unwrap_or_default(), variant, scale, &mut out);
     }
-    (OwnedTensor::new(name, target, shape.to_vec(), out), scale_t)
+    let scale_t = (variant == Variant::Fp8E4m3)
+        .then(|| OwnedTensor::new(format!("{name}.scale"), DType::F32, vec![], scale.to_le_bytes().to_vec()));
+    (OwnedTensor::new(name, variant.dtype(), shape.to_vec(), out), scale_t)
 }
 
-/// Write the `variant` of the safetensors file `bytes` to `out` (atomically).
-/// The original `__metadata__` is kept; `weightlab.derived` and friends say what
-/// was done and from which file.
+/// Where a tensor of the derived file gets its bytes.
+enum Src<'a> {
+    Copy(&'a [u8]),
+    Cast { from: DType, data: &'a [u8], scale: f32 },
+    Scale(f32),
+}
+
+/// Write the `variant` of the safetensors file `bytes` to `out` (atomically),
+/// streaming: one step of one tensor is held in memory at a time, so a
+/// multi-GB shard needs a few MB beyond its memory map. The original
+/// `__metadata__` is kept; `weightlab.derived` and friends say what was done
+/// and from which file. The layout is exactly what
+/// [`crate::tensor::safetensors::write_file`] writes.
 pub fn derive_file(bytes: &[u8], source_sha256: &str, dataset: &str, variant: Variant, out: &Path) -> Result<()> {
     let st = SafeTensors::parse(bytes)?;
     let names: std::collections::HashSet<&str> = st.tensors.iter().map(|t| t.name.as_str()).collect();
-    let mut tensors = Vec::with_capacity(st.tensors.len() * 2);
+    let mut plan: Vec<(String, DType, Vec<u64>, u64, Src<'_>)> = Vec::with_capacity(st.tensors.len() * 2);
     let mut cast = 0usize;
     for v in st.views() {
-        let (t, scale) = cast_tensor(v.name, v.dtype, v.shape, v.data, variant);
-        if t.dtype != v.dtype {
-            cast += 1;
+        if !castable(v.dtype, variant) {
+            plan.push((v.name.to_string(), v.dtype, v.shape.to_vec(), v.data.len() as u64, Src::Copy(v.data)));
+            continue;
         }
-        tensors.push(t);
-        if let Some(s) = scale {
-            if names.contains(s.name.as_str()) {
+        cast += 1;
+        let n = v.data.len() / v.dtype.size().unwrap_or(1);
+        let len = (n * variant.dtype().size().unwrap_or(1)) as u64;
+        let scale = if variant == Variant::Fp8E4m3 { tensor_scale(v.dtype, v.data) } else { 1.0 };
+        plan.push((
+            v.name.to_string(),
+            variant.dtype(),
+            v.shape.to_vec(),
+            len,
+            Src::Cast { from: v.dtype, data: v.data, scale },
+        ));
+        if variant == Variant::Fp8E4m3 {
+            let sname = format!("{}.scale", v.name);
+            if names.contains(sname.as_str()) {
                 return Err(Error::invalid(format!(
-                    "cannot derive {variant}: the scale tensor name '{}' is already taken in the source",
-                    s.name
+                    "cannot derive {variant}: the scale tensor name '{sname}' is already taken in the source"
                 )));
             }
-            tensors.push(s);
+            plan.push((sname, DType::F32, vec![], 4, Src::Scale(scale)));
         }
     }
     let mut meta: BTreeMap<String, String> = st.metadata.clone().unwrap_or_default();
@@ -255,7 +289,42 @@ pub fn derive_file(bytes: &[u8], source_sha256: &str, dataset: &str, variant: Va
     meta.insert("weightlab.source_sha256".into(), source_sha256.into());
     meta.insert("weightlab.method".into(), variant.method().into());
     meta.insert("weightlab.cast_tensors".into(), cast.to_string());
-    crate::tensor::safetensors::write_file(out, tensors.iter().map(|t| t.view()), Some(&meta))
+    // the header, as the safetensors writer makes it: sorted keys, offsets in
+    // tensor order, padded with spaces to a multiple of 8
+    let mut map = serde_json::Map::new();
+    map.insert("__metadata__".into(), serde_json::to_value(&meta).expect("string map"));
+    let mut pos = 0u64;
+    for (name, dtype, shape, len, _) in &plan {
+        map.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [pos, pos + len]}),
+        );
+        pos += len;
+    }
+    let mut header = serde_json::to_string(&serde_json::Value::Object(map)).expect("json");
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    crate::io::write_atomic(out, |w| {
+        use std::io::Write;
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(header.as_bytes())?;
+        let mut buf = Vec::new();
+        for (_, _, _, _, src) in &plan {
+            match src {
+                Src::Copy(d) => w.write_all(d)?,
+                Src::Scale(s) => w.write_all(&s.to_le_bytes())?,
+                Src::Cast { from, data, scale } => {
+                    for chunk in data.chunks(STEP * from.size().unwrap_or(1)) {
+                        buf.clear();
+                        encode_values(&to_f32(*from, chunk).unwrap_or_default(), variant, *scale, &mut buf);
+                        w.write_all(&buf)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -415,6 +484,47 @@ mod tests {
         }
         assert_eq!(e4m3_scale(&[0.0, -0.0]), 1.0);
         assert_eq!(e4m3_scale(&[f32::INFINITY, 4.48]).to_bits(), (4.48f32 / 448.0).to_bits());
+    }
+
+    #[test]
+    fn streamed_derivation_equals_the_safetensors_writer_on_cast_tensors() {
+        let mut x = 0x9e37_79b9u32;
+        let mut vals = |n: usize| -> Vec<u8> {
+            (0..n)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 3.0).to_le_bytes()
+                })
+                .collect()
+        };
+        // one tensor bigger than a conversion step, a BF16 one, an integer one
+        let big = OwnedTensor::new("z.big", DType::F32, vec![STEP as u64 + 3], vals(STEP + 3));
+        let h: Vec<u8> = vals(10)
+            .chunks(4)
+            .flat_map(|c| f32_to_bf16(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
+            .collect();
+        let b = OwnedTensor::new("a.bf", DType::BF16, vec![2, 5], h);
+        let i = OwnedTensor::new("m.ids", DType::I32, vec![3], vec![1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0]);
+        let src = crate::tensor::safetensors::serialize([big.view(), b.view(), i.view()], None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let st = SafeTensors::parse(&src).unwrap();
+        for v in Variant::ALL {
+            let streamed = dir.path().join(format!("s-{v}"));
+            derive_file(&src, "0", "toy", v, &streamed).unwrap();
+            let mut owned = Vec::new();
+            for t in st.views() {
+                let (c, sc) = cast_tensor(t.name, t.dtype, t.shape, t.data, v);
+                owned.push(c);
+                owned.extend(sc);
+            }
+            let got = std::fs::read(&streamed).unwrap();
+            let meta = SafeTensors::parse(&got).unwrap().metadata.unwrap();
+            let reference = dir.path().join(format!("r-{v}"));
+            crate::tensor::safetensors::write_file(&reference, owned.iter().map(|t| t.view()), Some(&meta)).unwrap();
+            assert_eq!(got, std::fs::read(&reference).unwrap(), "{v}");
+        }
     }
 
     #[test]
