@@ -199,6 +199,11 @@ pub fn fetch(
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
+    if file.sha256.is_none() {
+        // the hub's hash, kept to re-check the cached copy; written before the
+        // file appears so no reader sees the file without it
+        super::write_sidecar(dest, &actual, "hub")?;
+    }
     // Same file system (both under the cache root): a rename is atomic.
     std::fs::rename(&blob, dest)
         .or_else(|_| {

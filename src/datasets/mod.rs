@@ -251,7 +251,7 @@ fn read_sidecar(path: &Path) -> Option<(String, String)> {
     Some((l.next()?.trim().to_string(), l.next().unwrap_or("").trim().to_string()))
 }
 
-fn write_sidecar(path: &Path, sha: &str, source_sha: &str) -> Result<()> {
+pub(crate) fn write_sidecar(path: &Path, sha: &str, source_sha: &str) -> Result<()> {
     use std::io::Write;
     crate::io::write_atomic(&sidecar(path), |w| writeln!(w, "{sha}\n{source_sha}"))
 }
@@ -316,8 +316,6 @@ fn fetch_file_unlocked(m: &Manifest, f: &FileEntry, opts: &FetchOptions) -> Resu
             match hub::fetch(h, f, &dest, &root, &endpoint, opts) {
                 Ok(sha) => {
                     if f.sha256.is_none() {
-                        // keep the hub's hash to re-check the cached copy later
-                        write_sidecar(&dest, &sha, "hub")?;
                         eprintln!(
                             "note: {label} has no sha256 in its manifest; verified against the hub's: {sha} (pin it)"
                         );
