@@ -22,6 +22,10 @@ enum Mode {
     WrongBytes,
     /// Cut the first download halfway, serve properly afterwards.
     DropFirst,
+    /// As the real hub does for LFS files: the file route answers 302 with
+    /// `X-Linked-Etag` (the sha256) and `X-Repo-Commit`, pointing at a "CDN" URL
+    /// that serves the bytes without those headers.
+    Redirect,
 }
 
 struct Server {
@@ -90,7 +94,16 @@ fn handle(
             range_end = b.trim().parse().ok();
         }
     }
-    if path != route {
+    let cdn = path.starts_with("/cdn/blob");
+    if mode == Mode::Redirect && path == route {
+        let port = s.local_addr()?.port();
+        let etag = weightlab::io::sha256_hex(body);
+        return write!(
+            s,
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{port}/cdn/blob?sig=x\r\nX-Linked-Etag: \"{etag}\"\r\nETag: \"W/not-the-sha\"\r\nX-Repo-Commit: {COMMIT}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+    if path != route && !(mode == Mode::Redirect && cdn) {
         let msg = b"not found";
         write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", msg.len())?;
         return s.write_all(msg);
@@ -290,3 +303,16 @@ fn no_server_falls_back_to_the_mirror() {
 
 #[path = "datasets_support/mod.rs"]
 mod common;
+
+#[test]
+fn hub_redirect_to_a_cdn_as_for_lfs_files() {
+    let data = body(120_000, 6);
+    let srv = serve(ROUTE, data.clone(), Mode::Redirect);
+    let cache = tempfile::tempdir().unwrap();
+    // no pinned hash: the X-Linked-Etag (the LFS sha256) is what is checked
+    let m = manifest(None, data.len(), "");
+    let f = datasets::fetch_file(&m, &m.files[0], &opts(cache.path(), srv.port)).unwrap();
+    assert_eq!(f.sha256, weightlab::io::sha256_hex(&data));
+    assert_eq!(std::fs::read(&f.path).unwrap(), data);
+    assert_eq!(srv.downloads.load(Ordering::SeqCst), 1);
+}
