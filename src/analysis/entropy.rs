@@ -347,6 +347,22 @@ mod tests {
     }
 
     #[test]
+    fn field_counts_merge_equals_concatenation() {
+        let a: Vec<u8> = [0x3f80u16, 0xbf80, 0x4000].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = [0x3fc0u16, 0x0001, 0x3f80].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut ca = FieldCounts::new(DType::BF16).unwrap();
+        ca.add(&a);
+        let mut cb = FieldCounts::new(DType::BF16).unwrap();
+        cb.add(&b);
+        ca.merge(&cb);
+        let cat: Vec<u8> = a.iter().chain(&b).copied().collect();
+        assert_eq!(ca.finish(), field_entropy(DType::BF16, &cat).unwrap());
+        assert_eq!(ca.exponent_histogram()[127], 4);
+        assert_eq!(ca.sign_histogram(), [5, 1]);
+        assert!(FieldCounts::new(DType::U8).is_none());
+    }
+
+    #[test]
     fn floor_of_constant_is_zero() {
         assert_eq!(floor_bytes(DType::F32, &[0u8; 64]), 0.0);
         assert_eq!(floor_bytes(DType::I64, &[7u8; 64]), 0.0);

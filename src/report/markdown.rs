@@ -192,8 +192,11 @@ impl Cell {
     }
 }
 
+/// An extra last column: its heading and how to compute a cell from a row.
+type Extra<'a> = Option<(&'a str, &'a dyn Fn(&DataFrame, usize) -> String)>;
+
 /// Render a grouped frame; `extra` adds a last column computed from the row.
-fn table(df: &DataFrame, cells: &[Cell], extra: Option<(&str, &dyn Fn(&DataFrame, usize) -> String)>) -> String {
+fn table(df: &DataFrame, cells: &[Cell], extra: Extra) -> String {
     let mut s = String::new();
     let mut head: Vec<String> = cells.iter().map(|c| c.header()).collect();
     let mut align: Vec<&str> = cells.iter().map(|c| if c.right() { "---:" } else { "---" }).collect();
@@ -275,7 +278,7 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
         meta.published_by_codec.get(&text(&get(df, "codec", i))).cloned().unwrap_or_default()
     };
     let pub_label = if meta.published_label.is_empty() { "published" } else { meta.published_label.as_str() };
-    let extra: Option<(&str, &dyn Fn(&DataFrame, usize) -> String)> =
+    let extra: Extra =
         if meta.published_by_codec.is_empty() { None } else { Some((pub_label, &published)) };
 
     if tensor_rows {
