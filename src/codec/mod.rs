@@ -9,6 +9,8 @@
 //! is the `codec` column of every table and is what the archive records.
 
 pub mod auto;
+#[cfg(feature = "blosc2")]
+pub mod blosc2;
 pub mod entropy;
 pub mod float;
 pub mod lossless;
@@ -100,6 +102,12 @@ pub trait Codec: Send + Sync {
     /// records the pick. Concrete codecs return `None`.
     fn resolve(&self, _t: &TensorView) -> Result<Option<Box<dyn Codec>>> {
         Ok(None)
+    }
+}
+
+impl fmt::Debug for dyn Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Codec({})", self.spec())
     }
 }
 
