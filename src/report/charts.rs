@@ -182,8 +182,27 @@ where
         }))?
         .label("codec (triangle: lossy)")
         .legend(move |(x, y)| Circle::new((x + 10, y), 4, blue.filled()));
-    chart.draw_series(pts.iter().map(|p| {
-        Text::new(format!(" {}", p.codec), (p.mbps, p.ratio * 100.0), ("sans-serif", 12).into_font())
+    // Labels placed greedily so that they do not overlap (estimated boxes in pixels).
+    let mut order: Vec<usize> = (0..pts.len()).collect();
+    order.sort_by(|&a, &b| pts[a].mbps.total_cmp(&pts[b].mbps).then(a.cmp(&b)));
+    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut labels = Vec::new();
+    for i in order {
+        let p = &pts[i];
+        let (px, py) = chart.backend_coord(&(p.mbps, p.ratio * 100.0));
+        let w = 7 * p.codec.chars().count() as i32 + 8;
+        let dy = [-16, 4, -30, 18, -44, 32, -58, 46]
+            .into_iter()
+            .find(|&dy| {
+                let b = (px + 6, py + dy, px + 6 + w, py + dy + 13);
+                !placed.iter().any(|q| b.0 < q.2 && q.0 < b.2 && b.1 < q.3 && q.1 < b.3)
+            })
+            .unwrap_or(4);
+        placed.push((px + 6, py + dy, px + 6 + w, py + dy + 13));
+        labels.push((p.codec.clone(), (p.mbps, p.ratio * 100.0), dy));
+    }
+    chart.draw_series(labels.into_iter().map(|(text, at, dy)| {
+        EmptyElement::at(at) + Text::new(text, (6, dy), ("sans-serif", 12).into_font())
     }))?;
     chart
         .configure_series_labels()
