@@ -183,4 +183,36 @@ mod tests {
         bad[1..5].copy_from_slice(b"auto");
         assert!(decode_all(&*c, &i, &bad, data.len()).is_err());
     }
+
+    /// The archive path: `auto` is the default, records its picks, and the
+    /// archive is identical whatever the thread count.
+    #[test]
+    fn archive_default_is_auto_and_deterministic() {
+        use crate::container::{compress, Archive, CompressOptions};
+        use crate::tensor::{safetensors, OwnedTensor};
+        let bf = gaussian(DType::BF16, 40_000, 0.02, 5);
+        let mask: Vec<u8> = (0..4096u32).map(|i| (i % 7 == 0) as u8).collect();
+        let tensors = [
+            OwnedTensor::new("w", DType::BF16, vec![200, 200], bf.clone()),
+            OwnedTensor::new("zeros", DType::F32, vec![1000], vec![0u8; 4000]),
+            OwnedTensor::new("mask", DType::Bool, vec![4096], mask),
+            OwnedTensor::new("w16", DType::F16, vec![40_000], gaussian(DType::F16, 40_000, 0.02, 6)),
+        ];
+        let file = safetensors::serialize(tensors.iter().map(|t| t.view()), None).unwrap();
+        let mut outs = Vec::new();
+        for threads in [1, 2, 3] {
+            let opts = CompressOptions { chunk_size: 16_384, threads, check: true, ..Default::default() };
+            assert_eq!(opts.codec, "auto");
+            let mut out = Vec::new();
+            let index = compress(&file, "t.safetensors", &mut out, &opts).unwrap();
+            let picks: Vec<&str> = index.tensors.iter().map(|t| t.codec.as_str()).collect();
+            assert_eq!(picks, ["exp:gain=2", "const", "table", "exp:gain=2"]);
+            let a = Archive::open(&out).unwrap();
+            for (i, t) in tensors.iter().enumerate() {
+                assert!(a.read_tensor(i).unwrap() == t.data, "{}", t.name);
+            }
+            outs.push(out);
+        }
+        assert!(outs[0] == outs[1] && outs[1] == outs[2], "archive depends on the thread count");
+    }
 }

@@ -421,44 +421,81 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
 /// Decode a block written by [`encode_stream`] into `out` (its exact length),
 /// with the same contexts. Never panics on malformed input.
 pub fn decode_stream(input: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result<()> {
-    if let Some(c) = ctx
-        && c.len() != out.len()
-    {
+    let Some(ctx) = ctx else {
+        let mut r = crate::codec::Reader::new(input, "entropy");
+        return match r.u8()? {
+            MODE_RAW => {
+                let b = r.bytes(out.len())?;
+                r.finish()?;
+                out.copy_from_slice(b);
+                Ok(())
+            }
+            MODE_CONST => {
+                let s = r.u8()?;
+                r.finish()?;
+                out.fill(s);
+                Ok(())
+            }
+            MODE_RANS => {
+                let models = read_models(&mut r)?;
+                if models.len() != 1 {
+                    return Err(Error::corrupt("entropy stream: several models but no contexts"));
+                }
+                rans::decode(r.rest(), &rans::DecTables::new(&models), out)
+            }
+            m => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
+        };
+    };
+    if ctx.len() != out.len() {
         return Err(Error::invalid("entropy stream: context and output lengths differ"));
     }
+    decode_stream_each(input, ctx, |i, s| out[i] = s)
+}
+
+fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
+    let nm = r.u8()? as usize + 1;
+    let mut models = Vec::with_capacity(nm);
+    for _ in 0..nm {
+        models.push(Model::read(r)?);
+    }
+    let p = models[0].precision;
+    if models.iter().any(|m| m.precision != p) {
+        return Err(Error::corrupt("entropy stream: models differ in precision"));
+    }
+    Ok(models)
+}
+
+/// Decode a context-conditioned block written by [`encode_stream`] and hand
+/// symbol `i` to `f(i, symbol)`, in order, for `i < ctx.len()`. Lets a
+/// caller build its output in the same pass that merges the coded and the
+/// raw symbols. Never panics on malformed input.
+#[inline]
+pub fn decode_stream_each(input: &[u8], ctx: &[u8], mut f: impl FnMut(usize, u8)) -> Result<()> {
+    let n = ctx.len();
     let mut r = crate::codec::Reader::new(input, "entropy");
     match r.u8()? {
         MODE_RAW => {
-            let b = r.bytes(out.len())?;
+            let b = r.bytes(n)?;
             r.finish()?;
-            out.copy_from_slice(b);
+            for (i, &s) in b.iter().enumerate() {
+                f(i, s);
+            }
             Ok(())
         }
         MODE_CONST => {
             let s = r.u8()?;
             r.finish()?;
-            out.fill(s);
+            for i in 0..n {
+                f(i, s);
+            }
             Ok(())
         }
         MODE_RANS => {
-            let nm = r.u8()? as usize + 1;
-            let mut models = Vec::with_capacity(nm);
-            for _ in 0..nm {
-                models.push(Model::read(&mut r)?);
-            }
-            let p = models[0].precision;
-            if models.iter().any(|m| m.precision != p) {
-                return Err(Error::corrupt("entropy stream: models differ in precision"));
-            }
-            if (nm << p) > 1 << 20 {
+            let models = read_models(&mut r)?;
+            let nm = models.len();
+            if (nm << models[0].precision) > 1 << 20 {
                 return Err(Error::corrupt("entropy stream: model tables too large"));
             }
-            let Some(ctx) = ctx else {
-                if nm != 1 {
-                    return Err(Error::corrupt("entropy stream: several models but no contexts"));
-                }
-                return rans::decode(r.rest(), &rans::DecTables::new(&models), out);
-            };
             let mut map = [RAW_CTX; 256];
             let k = r.u16()? as usize;
             for _ in 0..k {
@@ -472,46 +509,49 @@ pub fn decode_stream(input: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result
             let raw = r.block()?;
             let payload = r.rest();
             let tables = rans::DecTables::new(&models);
-            let raw_count = ctx.iter().filter(|&&c| map[c as usize] == RAW_CTX).count();
-            if raw.len() != raw_count {
-                return Err(Error::corrupt(format!(
-                    "entropy stream: {} raw bytes for {raw_count} raw symbols",
-                    raw.len()
-                )));
-            }
-            if raw_count == 0 {
-                return rans::decode_ctx(payload, &tables, ctx, &map, out);
-            }
             let mut flag = [0u8; 256];
-            for (f, &m) in flag.iter_mut().zip(&map) {
-                *f = (m != RAW_CTX) as u8;
+            for (fl, &m) in flag.iter_mut().zip(&map) {
+                *fl = (m != RAW_CTX) as u8;
             }
             // Gather the coded symbols' contexts: branch-free compaction
             // (write always, advance when coded; one byte of slack).
-            let n_coded = out.len() - raw_count;
-            let mut cc = vec![0u8; n_coded + 1];
+            let mut cc = vec![0u8; n + 1];
             let mut j = 0usize;
             for &c in ctx {
-                cc[j.min(n_coded)] = c;
+                cc[j.min(n)] = c;
                 j += flag[c as usize] as usize;
+            }
+            let n_coded = j;
+            if raw.len() != n - n_coded {
+                return Err(Error::corrupt(format!(
+                    "entropy stream: {} raw bytes for {} raw symbols",
+                    raw.len(),
+                    n - n_coded
+                )));
             }
             cc.truncate(n_coded);
             let mut cs = vec![0u8; n_coded + 1];
             rans::decode_ctx(payload, &tables, &cc, &map, &mut cs[..n_coded])?;
+            if raw.is_empty() {
+                for (i, &s) in cs[..n].iter().enumerate() {
+                    f(i, s);
+                }
+                return Ok(());
+            }
             // Merge: a branch-free two-cursor select (coded and raw symbols
             // interleave unpredictably). The cursors never pass their
             // buffers' ends (each advances only past an element it supplied;
             // `cs` has a byte of slack and `raw` is read clamped).
-            let last_raw = raw.len().saturating_sub(1);
+            let last_raw = raw.len() - 1;
             let (mut ic, mut ir) = (0usize, 0usize);
-            for (o, &c) in out.iter_mut().zip(ctx) {
-                let f = flag[c as usize];
-                let m = 0u8.wrapping_sub(f);
+            for (i, &c) in ctx.iter().enumerate() {
+                let fl = flag[c as usize];
+                let m = 0u8.wrapping_sub(fl);
                 let a = cs[ic.min(n_coded)];
                 let b = raw[ir.min(last_raw)];
-                *o = (a & m) | (b & !m);
-                ic += f as usize;
-                ir += 1 - f as usize;
+                f(i, (a & m) | (b & !m));
+                ic += fl as usize;
+                ir += 1 - fl as usize;
             }
             Ok(())
         }
