@@ -469,26 +469,25 @@ fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
 /// symbol `i` to `f(i, symbol)`, in order, for `i < ctx.len()`. Lets a
 /// caller build its output in the same pass that merges the coded and the
 /// raw symbols. Never panics on malformed input.
-#[inline]
+#[inline(always)]
 pub fn decode_stream_each(input: &[u8], ctx: &[u8], mut f: impl FnMut(usize, u8)) -> Result<()> {
     let n = ctx.len();
     let mut r = crate::codec::Reader::new(input, "entropy");
-    match r.u8()? {
+    // Every mode is reduced to (flags, coded symbols, raw symbols) and merged
+    // by the one loop below, so `f` is inlined once.
+    let mut flag = [0u8; 256];
+    let (cs, n_coded, raw): (Vec<u8>, usize, &[u8]) = match r.u8()? {
         MODE_RAW => {
             let b = r.bytes(n)?;
             r.finish()?;
-            for (i, &s) in b.iter().enumerate() {
-                f(i, s);
-            }
-            Ok(())
+            (vec![0], 0, b)
         }
         MODE_CONST => {
+            // Every context "coded", the coded cursor pinned at the symbol.
             let s = r.u8()?;
             r.finish()?;
-            for i in 0..n {
-                f(i, s);
-            }
-            Ok(())
+            flag = [1; 256];
+            (vec![s], 0, &[])
         }
         MODE_RANS => {
             let models = read_models(&mut r)?;
@@ -509,7 +508,6 @@ pub fn decode_stream_each(input: &[u8], ctx: &[u8], mut f: impl FnMut(usize, u8)
             let raw = r.block()?;
             let payload = r.rest();
             let tables = rans::DecTables::new(&models);
-            let mut flag = [0u8; 256];
             for (fl, &m) in flag.iter_mut().zip(&map) {
                 *fl = (m != RAW_CTX) as u8;
             }
@@ -532,31 +530,27 @@ pub fn decode_stream_each(input: &[u8], ctx: &[u8], mut f: impl FnMut(usize, u8)
             cc.truncate(n_coded);
             let mut cs = vec![0u8; n_coded + 1];
             rans::decode_ctx(payload, &tables, &cc, &map, &mut cs[..n_coded])?;
-            if raw.is_empty() {
-                for (i, &s) in cs[..n].iter().enumerate() {
-                    f(i, s);
-                }
-                return Ok(());
-            }
-            // Merge: a branch-free two-cursor select (coded and raw symbols
-            // interleave unpredictably). The cursors never pass their
-            // buffers' ends (each advances only past an element it supplied;
-            // `cs` has a byte of slack and `raw` is read clamped).
-            let last_raw = raw.len() - 1;
-            let (mut ic, mut ir) = (0usize, 0usize);
-            for (i, &c) in ctx.iter().enumerate() {
-                let fl = flag[c as usize];
-                let m = 0u8.wrapping_sub(fl);
-                let a = cs[ic.min(n_coded)];
-                let b = raw[ir.min(last_raw)];
-                f(i, (a & m) | (b & !m));
-                ic += fl as usize;
-                ir += 1 - fl as usize;
-            }
-            Ok(())
+            (cs, n_coded, raw)
         }
-        m => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
+        m => return Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
+    };
+    // Merge: a branch-free two-cursor select (coded and raw symbols
+    // interleave unpredictably). The cursors never pass their buffers' ends
+    // (each advances only past an element it supplied, `cs` has a byte of
+    // slack, and both reads are clamped).
+    let raw: &[u8] = if raw.is_empty() { &[0] } else { raw };
+    let last_raw = raw.len() - 1;
+    let (mut ic, mut ir) = (0usize, 0usize);
+    for (i, &c) in ctx.iter().enumerate() {
+        let fl = flag[c as usize];
+        let m = 0u8.wrapping_sub(fl);
+        let a = cs[ic.min(n_coded)];
+        let b = raw[ir.min(last_raw)];
+        f(i, (a & m) | (b & !m));
+        ic += fl as usize;
+        ir += 1 - fl as usize;
     }
+    Ok(())
 }
 
 #[cfg(test)]
