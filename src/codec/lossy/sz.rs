@@ -13,10 +13,12 @@
 //! bytes are stored exactly. The bound therefore holds on every element by
 //! construction, in the tensor's own dtype.
 //!
-//! `rel=E` is SZ's value-range relative mode, with the range taken **per
-//! chunk** (the container's chunks are ~4 MiB): E_abs = E × (max - min of the
-//! chunk's finite values). A chunk's range is at most the tensor's, so the
-//! bound that holds is at least as strict as E × the tensor's range.
+//! `rel=E` is SZ's value-range relative mode. On a whole tensor (the archive
+//! and the lab runner call [`Codec::resolve`]) it becomes `abs=E × (max - min
+//! of the tensor's finite values)`, as SZ3's REL mode does per array, and the
+//! archive records that absolute bound. Used on a chunk directly, the range is
+//! the chunk's: a chunk's range is at most the tensor's, so that bound is at
+//! least as strict as E × the tensor's range.
 //!
 //! Predictors, chosen per chunk by a cheap estimate on a sample (mean of
 //! log2(1 + |x - p| / 2E) on the original values), the choice recorded in
@@ -47,6 +49,7 @@ use super::super::{
 use super::{default_next, get_next, put_next, Fk};
 use crate::error::{Error, Result};
 use crate::metrics::error::value_range;
+use crate::tensor::TensorView;
 
 pub const SZ: StageDef = StageDef {
     id: 64,
@@ -249,6 +252,22 @@ impl Codec for Sz {
         Fidelity::Lossy { bound: Some(self.bound) }
     }
 
+    /// `rel=E` on a whole tensor (the archive, the runner) becomes
+    /// `abs=E × range of the tensor`, SZ3's REL mode; the archive records the
+    /// absolute bound. A tensor without a positive finite range keeps `rel`
+    /// (then per chunk: a chunk's range is at most the tensor's).
+    fn resolve(&self, t: &TensorView) -> Result<Option<Box<dyn Codec>>> {
+        let (ErrorBound::ValueRangeRel(e), Some(fk)) = (self.bound, Fk::of(t.dtype)) else {
+            return Ok(None);
+        };
+        let abs = e * value_range(t.data.chunks_exact(fk.size()).map(|b| fk.load(b)));
+        if !(abs.is_finite() && abs > 0.0) {
+            return Ok(None);
+        }
+        let next = super::super::build(&self.next.spec())?;
+        Ok(Some(Box::new(Sz { bound: ErrorBound::Abs(abs), pred: self.pred, rans: self.rans, next })))
+    }
+
     fn encode(&self, info: &ChunkInfo, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let sub = info.as_bytes();
         let Some(fk) = Fk::of(info.dtype) else {
@@ -402,7 +421,7 @@ mod tests {
     use crate::codec::{build, decode_all, encode_all};
     use crate::error::ErrorKind;
     use crate::metrics::error::error_stats;
-    use crate::tensor::DType;
+    use crate::tensor::{DType, TensorView};
 
     fn check(spec: &str, dtype: DType, shape: &[u64], data: &[u8]) -> (usize, crate::metrics::error::ErrorStats) {
         let c = build(spec).unwrap();
@@ -546,6 +565,25 @@ mod tests {
         assert!(build("sz:abs=-1").is_err());
         assert!(build("sz:abs=1e-3,pred=magic").is_err());
         assert_eq!(c.fidelity(), Fidelity::Lossy { bound: Some(ErrorBound::Abs(1e-3)) });
+    }
+
+    #[test]
+    fn rel_resolves_to_abs_of_the_tensor_range() {
+        let v: Vec<f64> = (0..100).map(|i| i as f64 * 0.01 - 0.3).collect(); // range 0.99
+        let data = to_bytes(Fk::F32, &v);
+        let c = build("sz:rel=1e-2,pred=prev").unwrap();
+        let t = TensorView { name: "w", dtype: DType::F32, shape: &[100], data: &data };
+        let r = c.resolve(&t).unwrap().unwrap();
+        let range = (v[99] as f32 as f64) - (v[0] as f32 as f64);
+        assert_eq!(r.fidelity(), Fidelity::Lossy { bound: Some(ErrorBound::Abs(1e-2 * range)) });
+        // the recorded spec builds again to the same codec
+        assert_eq!(build(&r.spec()).unwrap().spec(), r.spec());
+        assert!(r.spec().ends_with(",coder=rans,pred=prev>zstd:level=3"), "{}", r.spec());
+        // constant and non-float tensors keep rel; abs never resolves
+        let k = to_bytes(Fk::F32, &[0.5; 10]);
+        assert!(c.resolve(&TensorView { name: "k", dtype: DType::F32, shape: &[10], data: &k }).unwrap().is_none());
+        assert!(c.resolve(&TensorView { name: "i", dtype: DType::I32, shape: &[25], data: &data }).unwrap().is_none());
+        assert!(build("sz:abs=1").unwrap().resolve(&t).unwrap().is_none());
     }
 
     #[test]
