@@ -228,3 +228,16 @@ fn lossless_only_rows_make_no_lossy_sections() {
     png_dims(&dir.path().join("ratio_vs_decompress.png"));
     assert!(report::rerender(&dir.path().join("nope")).is_err());
 }
+
+#[test]
+fn analysis_only_report_without_rows() {
+    // an experiment that only analyses (entropy-tables): no codec cells at all
+    let dir = tempfile::tempdir().unwrap();
+    report::write_all(dir.path(), &[], &meta()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("### Table 3.2") && !md.contains("## Per"), "{md}");
+    png_dims(&dir.path().join("byte_histograms.png"));
+    assert!(report::read_rows(&dir.path().join("results.parquet")).unwrap().is_empty());
+    assert_eq!(report::rerender(dir.path()).unwrap(), 0);
+    assert_eq!(std::fs::read_to_string(dir.path().join("summary.md")).unwrap(), md);
+}

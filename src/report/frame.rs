@@ -67,11 +67,27 @@ fn null_column_type(name: &str) -> DataType {
     }
 }
 
-fn column_from_values(field: &str, vals: &[&Value]) -> Result<Column> {
+/// The type of a column from the value a default row has in it.
+fn default_column_type(v: &Value) -> Option<DataType> {
+    Some(match v {
+        Value::Bool(_) => DataType::Boolean,
+        Value::String(_) => DataType::String,
+        Value::Number(n) if n.is_u64() => DataType::UInt64,
+        Value::Number(n) if n.is_i64() => DataType::Int64,
+        Value::Number(_) => DataType::Float64,
+        _ => return None,
+    })
+}
+
+fn column_from_values(field: &str, vals: &[&Value], default: &Value) -> Result<Column> {
     let first = vals.iter().find(|v| !v.is_null());
     let name = PlSmallStr::from(field);
     let col = match first {
-        None => Column::full_null(name, vals.len(), &null_column_type(field)),
+        None => Column::full_null(
+            name,
+            vals.len(),
+            &default_column_type(default).unwrap_or_else(|| null_column_type(field)),
+        ),
         Some(Value::Bool(_)) => Column::new(name, vals.iter().map(|v| v.as_bool()).collect::<Vec<_>>()),
         Some(Value::String(_)) => {
             Column::new(name, vals.iter().map(|v| v.as_str()).collect::<Vec<Option<&str>>>())
@@ -100,10 +116,11 @@ pub fn rows_to_frame(rows: &[ResultRow]) -> Result<DataFrame> {
         .map(|r| serde_json::to_value(r).map_err(|e| Error::invalid(format!("result row: {e}"))))
         .collect::<Result<_>>()?;
     let null = Value::Null;
+    let defaults = serde_json::to_value(ResultRow::default()).unwrap_or(Value::Null);
     let mut cols = Vec::with_capacity(fields.len());
     for f in fields {
         let vals: Vec<&Value> = values.iter().map(|v| v.get(*f).unwrap_or(&null)).collect();
-        cols.push(column_from_values(f, &vals)?);
+        cols.push(column_from_values(f, &vals, defaults.get(*f).unwrap_or(&null))?);
     }
     DataFrame::new(rows.len(), cols).map_err(|e| pe("building the results table", e))
 }
@@ -196,5 +213,11 @@ mod tests {
         // max_rel_err is null everywhere: typed by the fallback
         assert_eq!(df.column("max_rel_err").unwrap().dtype(), &DataType::Float64);
         assert_eq!(frame_to_rows(&df).unwrap(), rows);
+        // no rows at all: the columns still have their types
+        let empty = rows_to_frame(&[]).unwrap();
+        assert_eq!(empty.height(), 0);
+        assert_eq!(empty.column("tensor").unwrap().dtype(), &DataType::String);
+        assert_eq!(empty.column("numel").unwrap().dtype(), &DataType::UInt64);
+        assert_eq!(empty.column("verified").unwrap().dtype(), &DataType::Boolean);
     }
 }

@@ -336,7 +336,7 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
         s += &table(&g, &cells, None);
         s += "\n";
     }
-    {
+    if avail > 0 {
         let g = grouped(&df, base.clone(), &["dtype", "codec"])?;
         let mut cells = vec![Cell::Key("dtype"), Cell::Key("codec")];
         cells.extend(breakdown);
