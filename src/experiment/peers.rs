@@ -165,9 +165,23 @@ pub fn peer_script(name: &str) -> Option<PathBuf> {
     [rel.clone(), Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)].into_iter().find(|p| p.is_file())
 }
 
-/// Run a command to completion with stdin/stdout redirected to files,
-/// returning (wall seconds, peak RSS bytes, stderr text).
-fn run_measured(mut cmd: Command, stdout: Option<&Path>) -> Result<(f64, Option<u64>, String, bool)> {
+/// Run a command to completion with stdout redirected to a file, returning
+/// (wall seconds, peak RSS bytes, stderr text, success).
+///
+/// The peak RSS comes from `/usr/bin/time -f %M` when it is installed: a
+/// child that we spawn directly inherits our own high-water mark at `exec`
+/// (Linux carries the old mm's peak into `ru_maxrss`), while `time` forks
+/// from a small process of its own. Without `time`, `wait4` gives an upper
+/// bound, reported only when it is below our own peak (i.e. meaningful).
+fn run_measured(cmd: Command, stdout: Option<&Path>, rss_file: &Path) -> Result<(f64, Option<u64>, String, bool)> {
+    let time = Path::new("/usr/bin/time");
+    let mut cmd = if time.is_file() {
+        let mut c = Command::new(time);
+        c.arg("-f").arg("%M").arg("-o").arg(rss_file).arg(cmd.get_program()).args(cmd.get_args());
+        c
+    } else {
+        cmd
+    };
     cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     match stdout {
         Some(p) => {
@@ -186,7 +200,24 @@ fn run_measured(mut cmd: Command, stdout: Option<&Path>) -> Result<(f64, Option<
         let _ = e.read_to_string(&mut err_text);
     }
     let (ok, rss) = wait_rusage(&mut child)?;
-    Ok((t0.elapsed().as_secs_f64(), rss, err_text, ok))
+    let secs = t0.elapsed().as_secs_f64();
+    let rss = if time.is_file() {
+        let kb = std::fs::read_to_string(rss_file).ok().and_then(|t| {
+            t.lines().rev().find_map(|l| l.trim().parse::<u64>().ok())
+        });
+        let _ = std::fs::remove_file(rss_file);
+        kb.map(|k| k * 1024)
+    } else {
+        rss.filter(|&r| r < own_peak_rss().unwrap_or(0))
+    };
+    Ok((secs, rss, err_text, ok))
+}
+
+/// This process's peak RSS (VmHWM) in bytes.
+fn own_peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 /// Wait for a child and read its peak RSS from `wait4`.
@@ -235,7 +266,7 @@ fn tool_version(program: &Path) -> String {
         .ok()
         .map(|o| {
             let s = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-            String::from_utf8_lossy(&s).lines().next().unwrap_or("").trim().to_string()
+            String::from_utf8_lossy(&s).lines().next().unwrap_or("").trim_matches(|c: char| c == '*' || c.is_whitespace()).to_string()
         })
         .unwrap_or_default()
 }
@@ -277,16 +308,17 @@ fn measure_cli(spec: &PeerSpec, run: &PeerRun) -> Result<PeerOutcome> {
         args.push(format!("{flag}{}", run.threads));
     }
     let packed = run.work_dir.join(format!("{}.packed", tool.name));
+    let rss_file = run.work_dir.join(format!("{}.rss", tool.name));
     let unpacked = run.work_dir.join(format!("{}.unpacked", tool.name));
     let compress = || {
         let mut c = Command::new(&program);
         c.args(&args).arg("-c").arg(run.input);
-        run_measured(c, Some(&packed))
+        run_measured(c, Some(&packed), &rss_file)
     };
     let decompress = || {
         let mut c = Command::new(&program);
         c.arg("-d").arg("-c").arg(&packed);
-        run_measured(c, Some(&unpacked))
+        run_measured(c, Some(&unpacked), &rss_file)
     };
     let mut out = PeerOutcome { available: true, version, lossless: true, ..Default::default() };
     let mut peak = 0u64;
@@ -351,7 +383,7 @@ fn measure_python(spec: &PeerSpec, run: &PeerRun) -> Result<PeerOutcome> {
     if !run.warmup {
         c.arg("--no-warmup");
     }
-    let (_, rss, err, ok) = run_measured(c, Some(&json_out))?;
+    let (_, rss, err, ok) = run_measured(c, Some(&json_out), &run.work_dir.join(format!("{}.rss", spec.name)))?;
     let text = std::fs::read_to_string(&json_out).unwrap_or_default();
     let _ = std::fs::remove_file(&json_out);
     let last = text.lines().rev().find(|l| l.trim_start().starts_with('{'));
@@ -364,8 +396,9 @@ fn measure_python(spec: &PeerSpec, run: &PeerRun) -> Result<PeerOutcome> {
         }
     };
     if out.available {
-        // the process's own peak RSS (interpreter, library and data included)
-        out.peak_mem_bytes = out.peak_mem_bytes.or(rss);
+        // the process's peak RSS (interpreter, library and data included),
+        // measured from outside; the script's own number is only a fallback
+        out.peak_mem_bytes = rss.or(out.peak_mem_bytes);
     } else {
         out.compressed_bytes = None;
         out.compress_secs.clear();
