@@ -465,12 +465,61 @@ fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
     Ok(models)
 }
 
+/// A decoded context-conditioned stream before merging: symbol `i` is the
+/// next coded symbol if `flag[ctx[i]] == 1`, else the next raw one. Use
+/// [`StreamParts::get`] in a loop over `i` (see [`decode_stream_each`]).
+pub struct StreamParts<'a> {
+    pub flag: [u8; 256],
+    coded: Vec<u8>,
+    n_coded: usize,
+    raw: &'a [u8],
+    ic: usize,
+    ir: usize,
+}
+
+impl StreamParts<'_> {
+    /// All `n` symbols as one slice when they come from one source only
+    /// (all raw, or all coded): the caller can skip the select.
+    pub fn plain(&self, n: usize) -> Option<&[u8]> {
+        if self.n_coded == 0 && self.flag == [0; 256] && self.raw.len() >= n {
+            Some(&self.raw[..n])
+        } else if self.n_coded == n && self.coded.len() > n {
+            Some(&self.coded[..n])
+        } else {
+            None
+        }
+    }
+    /// The next symbol, for context `c`: a branch-free two-cursor select
+    /// (coded and raw symbols interleave unpredictably). The cursors never
+    /// pass their buffers' ends (each advances only past a symbol it
+    /// supplied, `coded` has a byte of slack and both reads are clamped).
+    #[inline(always)]
+    pub fn next(&mut self, c: u8) -> u8 {
+        let fl = self.flag[c as usize];
+        let m = 0u8.wrapping_sub(fl);
+        let a = self.coded[self.ic.min(self.n_coded)];
+        let b = self.raw[self.ir.min(self.raw.len() - 1)];
+        self.ic += fl as usize;
+        self.ir += 1 - fl as usize;
+        (a & m) | (b & !m)
+    }
+}
+
 /// Decode a context-conditioned block written by [`encode_stream`] and hand
-/// symbol `i` to `f(i, symbol)`, in order, for `i < ctx.len()`. Lets a
-/// caller build its output in the same pass that merges the coded and the
-/// raw symbols. Never panics on malformed input.
-#[inline(always)]
+/// symbol `i` to `f(i, symbol)`, in order, for `i < ctx.len()`. Never panics
+/// on malformed input.
 pub fn decode_stream_each(input: &[u8], ctx: &[u8], mut f: impl FnMut(usize, u8)) -> Result<()> {
+    let mut parts = decode_stream_parts(input, ctx)?;
+    for (i, &c) in ctx.iter().enumerate() {
+        f(i, parts.next(c));
+    }
+    Ok(())
+}
+
+/// Decode the coded part of a context-conditioned block; the caller merges
+/// (so it can build its output in the same pass). Never panics on
+/// malformed input.
+pub fn decode_stream_parts<'a>(input: &'a [u8], ctx: &[u8]) -> Result<StreamParts<'a>> {
     let n = ctx.len();
     let mut r = crate::codec::Reader::new(input, "entropy");
     // Every mode is reduced to (flags, coded symbols, raw symbols) and merged
@@ -487,7 +536,7 @@ pub fn decode_stream_each(input: &[u8], ctx: &[u8], mut f: impl FnMut(usize, u8)
             let s = r.u8()?;
             r.finish()?;
             flag = [1; 256];
-            (vec![s], 0, &[])
+            (vec![s], 0, &[0][..])
         }
         MODE_RANS => {
             let models = read_models(&mut r)?;
@@ -534,23 +583,8 @@ pub fn decode_stream_each(input: &[u8], ctx: &[u8], mut f: impl FnMut(usize, u8)
         }
         m => return Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
     };
-    // Merge: a branch-free two-cursor select (coded and raw symbols
-    // interleave unpredictably). The cursors never pass their buffers' ends
-    // (each advances only past an element it supplied, `cs` has a byte of
-    // slack, and both reads are clamped).
     let raw: &[u8] = if raw.is_empty() { &[0] } else { raw };
-    let last_raw = raw.len() - 1;
-    let (mut ic, mut ir) = (0usize, 0usize);
-    for (i, &c) in ctx.iter().enumerate() {
-        let fl = flag[c as usize];
-        let m = 0u8.wrapping_sub(fl);
-        let a = cs[ic.min(n_coded)];
-        let b = raw[ir.min(last_raw)];
-        f(i, (a & m) | (b & !m));
-        ic += fl as usize;
-        ir += 1 - fl as usize;
-    }
-    Ok(())
+    Ok(StreamParts { flag, coded: cs, n_coded, raw, ic: 0, ir: 0 })
 }
 
 #[cfg(test)]
