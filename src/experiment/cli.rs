@@ -32,6 +32,7 @@ pub fn run_experiment(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> 
     let peers: Vec<PeerSpec> = exp.peers.iter().filter_map(|p| PeerSpec::parse(p).ok()).collect();
     let machine = super::machine::Machine::detect(&peers);
     let report = runner::run(exp, opts)?;
+    let machine = RunMeta::machine_for(&report.out_dir, report.measured, &machine);
     let meta = RunMeta { experiment: exp.clone(), machine };
     output::write_results(&report.out_dir, &report.rows, &meta)?;
     #[cfg(feature = "lab")]
@@ -58,7 +59,7 @@ pub fn report_meta(exp: &Experiment, meta: &RunMeta, report: &RunReport) -> Resu
     Ok(ReportMeta {
         name: exp.name.clone(),
         description: exp.description.clone(),
-        machine: serde_json::to_value(&meta.machine).map_err(|e| crate::Error::invalid(e.to_string()))?,
+        machine: meta.machine.clone(),
         analyses,
         published_entropy: exp.outputs.analysis.then(crate::analysis::tables::aveiro_qwen2_0_5b),
         published_by_codec: exp.published.codecs.clone(),

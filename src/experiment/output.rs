@@ -13,7 +13,23 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunMeta {
     pub experiment: Experiment,
-    pub machine: Machine,
+    /// The machine the cells were measured on ([`Machine`] as JSON).
+    pub machine: serde_json::Value,
+}
+
+impl RunMeta {
+    /// The machine description for a run in `dir`: when nothing was measured
+    /// (every cell came from the resume file) the existing `machine.json`
+    /// stays, since it describes where the numbers were taken.
+    pub fn machine_for(dir: &Path, measured: usize, detected: &Machine) -> serde_json::Value {
+        if measured == 0
+            && let Ok(b) = std::fs::read(dir.join("machine.json"))
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b)
+        {
+            return v;
+        }
+        serde_json::to_value(detected).unwrap_or(serde_json::Value::Null)
+    }
 }
 
 fn json_err(e: serde_json::Error) -> Error {

@@ -366,6 +366,7 @@ fn check_file(c: &dyn Codec, original: &[u8], decoded: &[u8]) -> Result<(bool, O
     Ok((ok, Some(agg), if ok { String::new() } else { "declared error bound violated".into() }))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn measure_file(
     spec: &str,
     c: &dyn Codec,
