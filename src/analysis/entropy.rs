@@ -154,6 +154,9 @@ pub struct FieldCounts {
     sign: [u64; 2],
     exp: Vec<u64>,
     sexp: Vec<u64>,
+    /// Per-exponent mantissa histograms; a row is allocated when its exponent
+    /// first occurs (F32 has 256 exponents of 2^16-entry rows, of which trained
+    /// weights use a few dozen).
     mant_hi: Vec<Vec<u64>>,
     smant_hi: Vec<Vec<u64>>,
     mant_lo: Vec<Vec<Vec<u64>>>,
@@ -178,8 +181,8 @@ impl FieldCounts {
             sign: [0; 2],
             exp: vec![0; exp_card],
             sexp: vec![0; exp_card << sign_bits],
-            mant_hi: vec![vec![0; 1 << hi_bits]; exp_card],
-            smant_hi: vec![vec![0; 1 << (hi_bits + sign_bits)]; exp_card],
+            mant_hi: vec![Vec::new(); exp_card],
+            smant_hi: vec![Vec::new(); exp_card],
             mant_lo: vec![vec![vec![0; 256]; exp_card]; lo_bytes],
             mant_marg: vec![0; 1 << hi_bits],
         })
@@ -204,11 +207,17 @@ impl FieldCounts {
             self.sign[s] += 1;
             self.exp[e] += 1;
             self.sexp[(s << exp_bits) | e] += 1;
+            if self.mant_hi[e].is_empty() {
+                self.mant_hi[e] = vec![0; 1 << hi_bits];
+                self.smant_hi[e] = vec![0; 1 << (hi_bits + sign_bits)];
+            }
             self.mant_hi[e][mh] += 1;
             self.smant_hi[e][(s << hi_bits) | mh] += 1;
             self.mant_marg[mh] += 1;
+            // the low remainder only: bits below the high part
+            let lo = m & ((1u64 << lo_bits) - 1);
             for (k, t) in self.mant_lo.iter_mut().enumerate() {
-                t[e][((m >> (8 * k)) & 0xff) as usize] += 1;
+                t[e][((lo >> (8 * k)) & 0xff) as usize] += 1;
             }
         }
     }
@@ -226,11 +235,12 @@ impl FieldCounts {
         add(&mut self.exp, &other.exp);
         add(&mut self.sexp, &other.sexp);
         add(&mut self.mant_marg, &other.mant_marg);
-        for (a, b) in self.mant_hi.iter_mut().zip(&other.mant_hi) {
-            add(a, b);
-        }
-        for (a, b) in self.smant_hi.iter_mut().zip(&other.smant_hi) {
-            add(a, b);
+        for (a, b) in self.mant_hi.iter_mut().chain(self.smant_hi.iter_mut()).zip(other.mant_hi.iter().chain(&other.smant_hi)) {
+            if a.is_empty() {
+                a.clone_from(b);
+            } else {
+                add(a, b);
+            }
         }
         for (ta, tb) in self.mant_lo.iter_mut().zip(&other.mant_lo) {
             for (a, b) in ta.iter_mut().zip(tb) {
@@ -360,6 +370,26 @@ mod tests {
         assert_eq!(ca.exponent_histogram()[127], 4);
         assert_eq!(ca.sign_histogram(), [5, 1]);
         assert!(FieldCounts::new(DType::U8).is_none());
+    }
+
+    #[test]
+    fn f32_floor_counts_each_mantissa_bit_once() {
+        // Uniformly random mantissas under one exponent: 23 bits of mantissa
+        // entropy at most (the sample bounds it by log2(n) per part), never more.
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let data: Vec<u8> = (0..1 << 16)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (0x3f80_0000u32 | (x as u32 & 0x007f_ffff)).to_le_bytes()
+            })
+            .collect();
+        let f = field_entropy(DType::F32, &data).unwrap();
+        assert_eq!(f.sign_exponent, 0.0);
+        // high 16 bits: ~16 bits (bounded by log2(65536) = 16); low 7 bits: ~7
+        assert!(f.mantissa_given_exponent <= 23.0 + 1e-9, "{}", f.mantissa_given_exponent);
+        assert!(f.mantissa_given_exponent > 21.0, "{}", f.mantissa_given_exponent);
     }
 
     #[test]

@@ -187,7 +187,10 @@ mod tests {
             let c = build(spec).unwrap();
             assert_eq!(c.spec(), spec);
             let enc = encode_all(&*c, &info, &data).unwrap();
-            assert!(enc.len() < data.len(), "{spec} did not compress");
+            if !spec.ends_with("shuffle=none") {
+                // shuffled floats compress; unshuffled blosclz need not
+                assert!(enc.len() < data.len(), "{spec} did not compress");
+            }
             assert!(decode_all(&*c, &info, &enc, data.len()).unwrap() == data);
             assert!(decode_all(&*c, &info, &enc, data.len() - 4).is_err());
             for cut in [0, 8, 16, 31, enc.len() / 2, enc.len() - 1] {

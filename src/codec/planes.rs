@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn planes_split_and_join_are_inverse() {
-        let data: Vec<u8> = (0..=255u8).cycle().take(4 * 37).collect();
+        let data: Vec<u8> = (0..=255u8).cycle().take(8 * 37).collect();
         for w in [2, 4, 8] {
             let planes = split_planes(&data, w);
             assert_eq!(planes[1][0], data[1]);
