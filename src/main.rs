@@ -67,6 +67,33 @@ enum Cmd {
     },
     /// List the codec stages this build knows.
     Codecs,
+    /// Fetch a dataset (datasets/NAME.toml) into the cache, verified by sha256;
+    /// import it to safetensors and derive variants on request.
+    Fetch {
+        /// Dataset names (`weightlab datasets` lists them) or manifest paths; `all` for every one.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Derived variants to make as well: bf16, f16, fp8-e4m3, or `all` (repeatable).
+        #[arg(long = "variant")]
+        variants: Vec<String>,
+        /// Cache root (default: $WEIGHTLAB_CACHE, else ~/.cache/weightlab).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Use only the cache: no network.
+        #[arg(long)]
+        offline: bool,
+        /// Do not try the hub (as HF_HUB_OFFLINE=1).
+        #[arg(long)]
+        no_hub: bool,
+        /// Do not try the mirrors.
+        #[arg(long)]
+        no_mirror: bool,
+        /// Hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// List the datasets (manifests) and what of them is in the cache.
+    Datasets,
     /// Byte frequencies, byte-plane and float-field entropies, the order-0
     /// floor and value statistics of a safetensors file, per tensor and per dtype.
     Analyze {
@@ -110,33 +137,6 @@ enum Cmd {
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
     },
-    /// Fetch a dataset (datasets/NAME.toml) into the cache, verified by sha256;
-    /// import it to safetensors and derive variants on request.
-    Fetch {
-        /// Dataset names (`weightlab datasets` lists them) or manifest paths; `all` for every one.
-        #[arg(required = true)]
-        names: Vec<String>,
-        /// Derived variants to make as well: bf16, f16, fp8-e4m3, or `all` (repeatable).
-        #[arg(long = "variant")]
-        variants: Vec<String>,
-        /// Cache root (default: $WEIGHTLAB_CACHE, else ~/.cache/weightlab).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
-        /// Use only the cache: no network.
-        #[arg(long)]
-        offline: bool,
-        /// Do not try the hub (as HF_HUB_OFFLINE=1).
-        #[arg(long)]
-        no_hub: bool,
-        /// Do not try the mirrors.
-        #[arg(long)]
-        no_mirror: bool,
-        /// Hub endpoint (default: $HF_ENDPOINT, else https://huggingface.co).
-        #[arg(long)]
-        endpoint: Option<String>,
-    },
-    /// List the datasets (manifests) and what of them is in the cache.
-    Datasets,
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
@@ -231,18 +231,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if r.lossless { " (lossless: identical to the original)" } else { " (lossy archive)" }
             );
         }
-        Cmd::Fetch { names, variants, cache_dir, offline, no_hub, no_mirror, endpoint } => {
-            let mut opts = weightlab::datasets::FetchOptions { progress, verbose: !cli.quiet, ..Default::default() };
-            opts.cache_dir = cache_dir;
-            opts.offline = offline;
-            opts.hub &= !no_hub;
-            opts.mirrors = !no_mirror;
-            if endpoint.is_some() {
-                opts.endpoint = endpoint;
-            }
-            fetch_cmd(&names, &variants, &opts)?;
-        }
-        Cmd::Datasets => datasets_cmd()?,
         Cmd::Analyze { input, json, tensors, detail, tables } => {
             let map = weightlab::io::Mapped::open(&input)?;
             let name = input.display().to_string();
@@ -258,8 +246,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Run { experiment, fresh, reps, out, verbose } => run_cmd(&experiment, fresh, reps, out, verbose, progress)?,
-        Cmd::Run { experiment, fresh, reps, out, verbose } => run_cmd(&experiment, fresh, reps, out, verbose, progress)?,
         Cmd::Report { name, reports } => report_cmd(&name, &reports)?,
+        Cmd::Fetch { names, variants, cache_dir, offline, no_hub, no_mirror, endpoint } => {
+            let mut opts = weightlab::datasets::FetchOptions { progress, verbose: !cli.quiet, ..Default::default() };
+            opts.cache_dir = cache_dir;
+            opts.offline = offline;
+            opts.hub &= !no_hub;
+            opts.mirrors = !no_mirror;
+            if endpoint.is_some() {
+                opts.endpoint = endpoint;
+            }
+            fetch_cmd(&names, &variants, &opts)?;
+        }
+        Cmd::Datasets => datasets_cmd()?,
         Cmd::Codecs => {
             for d in codec::REGISTRY {
                 println!("{:>4}  {:<10} {}", d.id, d.name, d.summary);
@@ -267,6 +266,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_cmd(name: &str, fresh: bool, reps: Option<u32>, out: Option<PathBuf>, verbose: bool, progress: bool) -> anyhow::Result<()> {
+    let opts = weightlab::experiment::RunOptions { fresh, progress, out_dir: out, reps, verbose };
+    weightlab::experiment::cli::run(name, &opts)?;
+    Ok(())
+}
+
+#[cfg(feature = "lab")]
+fn report_cmd(name: &str, reports: &std::path::Path) -> anyhow::Result<()> {
+    let dir = if std::path::Path::new(name).is_dir() { PathBuf::from(name) } else { reports.join(name) };
+    let n = weightlab::report::rerender(&dir)?;
+    eprintln!("{}: re-rendered tables and charts from {} rows", dir.display(), n);
+    Ok(())
+}
+
+#[cfg(not(feature = "lab"))]
+fn report_cmd(_name: &str, _reports: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("this weightlab was built without the `lab` feature: rebuild with --features lab to render reports")
 }
 
 fn fetch_cmd(names: &[String], variants: &[String], opts: &weightlab::datasets::FetchOptions) -> anyhow::Result<()> {
@@ -373,25 +391,6 @@ fn datasets_cmd() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn run_cmd(name: &str, fresh: bool, reps: Option<u32>, out: Option<PathBuf>, verbose: bool, progress: bool) -> anyhow::Result<()> {
-    let opts = weightlab::experiment::RunOptions { fresh, progress, out_dir: out, reps, verbose };
-    weightlab::experiment::cli::run(name, &opts)?;
-    Ok(())
-}
-
-#[cfg(feature = "lab")]
-fn report_cmd(name: &str, reports: &std::path::Path) -> anyhow::Result<()> {
-    let dir = if std::path::Path::new(name).is_dir() { PathBuf::from(name) } else { reports.join(name) };
-    let n = weightlab::report::rerender(&dir)?;
-    eprintln!("{}: re-rendered tables and charts from {} rows", dir.display(), n);
-    Ok(())
-}
-
-#[cfg(not(feature = "lab"))]
-fn report_cmd(_name: &str, _reports: &std::path::Path) -> anyhow::Result<()> {
-    anyhow::bail!("this weightlab was built without the `lab` feature: rebuild with --features lab to render reports")
 }
 
 fn print_info(a: &Archive, archive_len: u64, json: bool) -> anyhow::Result<()> {

@@ -139,7 +139,7 @@ pub fn parse_header(json: &[u8], data_len: u64) -> Result<Header> {
         }
         tensors.push(parse_entry(name, entry)?);
     }
-    tensors.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    tensors.sort_by_key(|t| (t.start, t.end));
     let mut pos = 0u64;
     for (i, t) in tensors.iter().enumerate() {
         if t.start < pos {
