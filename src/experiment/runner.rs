@@ -303,23 +303,48 @@ fn measure_tensor(
         m.note = note;
         Ok((te, td))
     };
+    schedule(
+        &mut m,
+        &mut (encoded, decoded),
+        reps,
+        warmup,
+        |m, (e, d)| verify(m, e, d),
+        |(e, _)| encode_chunks(c, v, ranges, pool, e),
+        |(e, d)| decode_chunks(c, v, ranges, pool, e, d),
+    )?;
+    Ok(m)
+}
+
+/// The measuring schedule shared by tensor and file cells: a verifying warm-up
+/// (which also sizes the inner repeat count of each timed pass), `reps` timed
+/// encode and decode passes, and the verification after them when there was no
+/// warm-up. A cell that fails its warm-up verification is not timed.
+fn schedule<S>(
+    m: &mut Measure,
+    state: &mut S,
+    reps: u32,
+    warmup: bool,
+    verify: impl Fn(&mut Measure, &mut S) -> Result<(f64, f64)>,
+    mut encode: impl FnMut(&mut S) -> Result<()>,
+    mut decode: impl FnMut(&mut S) -> Result<()>,
+) -> Result<()> {
     let (mut ie, mut id) = (1, 1);
     if warmup {
-        let (te, td) = verify(&mut m, &mut encoded, &mut decoded)?;
+        let (te, td) = verify(m, state)?;
         ie = inner_for(te);
         id = inner_for(td);
         if !m.verified {
-            return Ok(m);
+            return Ok(());
         }
     }
     for _ in 0..reps {
-        m.enc_secs.push(timed(ie, || encode_chunks(c, v, ranges, pool, &mut encoded))?);
-        m.dec_secs.push(timed(id, || decode_chunks(c, v, ranges, pool, &encoded, &mut decoded))?);
+        m.enc_secs.push(timed(ie, || encode(state))?);
+        m.dec_secs.push(timed(id, || decode(state))?);
     }
     if !warmup {
-        verify(&mut m, &mut encoded, &mut decoded)?;
+        verify(m, state)?;
     }
-    Ok(m)
+    Ok(())
 }
 
 fn check_file(c: &dyn Codec, original: &[u8], decoded: &[u8]) -> Result<(bool, Option<ErrorStats>, String)> {
@@ -413,22 +438,15 @@ fn measure_file(
         m.note = note;
         Ok((te, td))
     };
-    let (mut ie, mut id) = (1, 1);
-    if warmup {
-        let (te, td) = verify(&mut m, &mut archive, &mut out)?;
-        ie = inner_for(te);
-        id = inner_for(td);
-        if !m.verified {
-            return Ok(m);
-        }
-    }
-    for _ in 0..reps {
-        m.enc_secs.push(timed(ie, || compress(&mut archive))?);
-        m.dec_secs.push(timed(id, || decompress(&archive, &mut out))?);
-    }
-    if !warmup {
-        verify(&mut m, &mut archive, &mut out)?;
-    }
+    schedule(
+        &mut m,
+        &mut (archive, out),
+        reps,
+        warmup,
+        |m, (a, o)| verify(m, a, o),
+        |(a, _)| compress(a),
+        |(a, o)| decompress(a, o),
+    )?;
     Ok(m)
 }
 
