@@ -285,8 +285,8 @@ fn measure_tensor(
     warmup: bool,
 ) -> Result<Measure> {
     let mut m = Measure::default();
-    let mut encoded: Vec<Vec<u8>> = vec![Vec::new(); ranges.len()];
-    let mut decoded = vec![0u8; v.data.len()];
+    let encoded: Vec<Vec<u8>> = vec![Vec::new(); ranges.len()];
+    let decoded = vec![0u8; v.data.len()];
     let verify = |m: &mut Measure, encoded: &mut [Vec<u8>], decoded: &mut [u8]| -> Result<(f64, f64)> {
         let window = super::mem::Window::start();
         let t0 = Instant::now();
@@ -411,8 +411,8 @@ fn measure_file(
         progress: false,
     };
     let mut m = Measure::default();
-    let mut archive: Vec<u8> = Vec::new();
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let archive: Vec<u8> = Vec::new();
+    let out: Vec<u8> = Vec::with_capacity(bytes.len());
     let compress = |archive: &mut Vec<u8>| -> Result<()> {
         archive.clear();
         run_in(pool, || container::compress(bytes, file_name, &mut *archive, &opts)).map(|_| ())
