@@ -287,33 +287,23 @@ fn measure_tensor(
     let mut m = Measure::default();
     let encoded: Vec<Vec<u8>> = vec![Vec::new(); ranges.len()];
     let decoded = vec![0u8; v.data.len()];
-    let verify = |m: &mut Measure, encoded: &mut [Vec<u8>], decoded: &mut [u8]| -> Result<(f64, f64)> {
-        let window = super::mem::Window::start();
-        let t0 = Instant::now();
-        encode_chunks(c, v, ranges, pool, encoded)?;
-        let te = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        decode_chunks(c, v, ranges, pool, encoded, decoded)?;
-        let td = t1.elapsed().as_secs_f64();
-        m.peak = window.peak_above_start();
-        m.compressed = Some(encoded.iter().map(|e| e.len() as u64).sum());
-        let (ok, err, note) = check_tensor(c, v.dtype, v.data, decoded);
-        m.verified = ok;
-        m.err = err;
-        m.note = note;
-        Ok((te, td))
-    };
     schedule(
         &mut m,
         &mut (encoded, decoded),
         reps,
         warmup,
-        |m, (e, d)| verify(m, e, d),
         |(e, _)| encode_chunks(c, v, ranges, pool, e),
         |(e, d)| decode_chunks(c, v, ranges, pool, e, d),
+        |(e, d)| {
+            let (ok, err, note) = check_tensor(c, v.dtype, v.data, d);
+            Ok((e.iter().map(|x| x.len() as u64).sum(), ok, err, note))
+        },
     )?;
     Ok(m)
 }
+
+/// What a cell's check reports: compressed bytes, verified, error statistics, note.
+type Checked = (u64, bool, Option<ErrorStats>, String);
 
 /// The measuring schedule shared by tensor and file cells: a verifying warm-up
 /// (which also sizes the inner repeat count of each timed pass), `reps` timed
@@ -324,13 +314,31 @@ fn schedule<S>(
     state: &mut S,
     reps: u32,
     warmup: bool,
-    verify: impl Fn(&mut Measure, &mut S) -> Result<(f64, f64)>,
     mut encode: impl FnMut(&mut S) -> Result<()>,
     mut decode: impl FnMut(&mut S) -> Result<()>,
+    check: impl Fn(&S) -> Result<Checked>,
 ) -> Result<()> {
+    // One verified round trip: times it, records peak heap, size and the check.
+    type Pass<'a, S> = &'a mut dyn FnMut(&mut S) -> Result<()>;
+    let verify = |m: &mut Measure, state: &mut S, encode: Pass<S>, decode: Pass<S>| -> Result<(f64, f64)> {
+        let window = super::mem::Window::start();
+        let t0 = Instant::now();
+        encode(state)?;
+        let te = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        decode(state)?;
+        let td = t1.elapsed().as_secs_f64();
+        m.peak = window.peak_above_start();
+        let (compressed, ok, err, note) = check(state)?;
+        m.compressed = Some(compressed);
+        m.verified = ok;
+        m.err = err;
+        m.note = note;
+        Ok((te, td))
+    };
     let (mut ie, mut id) = (1, 1);
     if warmup {
-        let (te, td) = verify(m, state)?;
+        let (te, td) = verify(m, state, &mut encode, &mut decode)?;
         ie = inner_for(te);
         id = inner_for(td);
         if !m.verified {
@@ -342,7 +350,7 @@ fn schedule<S>(
         m.dec_secs.push(timed(id, || decode(state))?);
     }
     if !warmup {
-        verify(m, state)?;
+        verify(m, state, &mut encode, &mut decode)?;
     }
     Ok(())
 }
@@ -422,30 +430,17 @@ fn measure_file(
         let a = Archive::open(archive)?;
         run_in(pool, || a.stream(out, &DecodeOptions::default())).map(|_| ())
     };
-    let verify = |m: &mut Measure, archive: &mut Vec<u8>, out: &mut Vec<u8>| -> Result<(f64, f64)> {
-        let window = super::mem::Window::start();
-        let t0 = Instant::now();
-        compress(archive)?;
-        let te = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        decompress(archive, out)?;
-        let td = t1.elapsed().as_secs_f64();
-        m.peak = window.peak_above_start();
-        m.compressed = Some(archive.len() as u64);
-        let (ok, err, note) = check_file(c, bytes, out)?;
-        m.verified = ok;
-        m.err = err;
-        m.note = note;
-        Ok((te, td))
-    };
     schedule(
         &mut m,
         &mut (archive, out),
         reps,
         warmup,
-        |m, (a, o)| verify(m, a, o),
         |(a, _)| compress(a),
         |(a, o)| decompress(a, o),
+        |(a, o)| {
+            let (ok, err, note) = check_file(c, bytes, o)?;
+            Ok((a.len() as u64, ok, err, note))
+        },
     )?;
     Ok(m)
 }
