@@ -101,15 +101,13 @@ impl Codec for Zstd {
     fn encode(&self, _: &ChunkInfo, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let zerr = |e: std::io::Error| Error::new(crate::error::ErrorKind::Io, format!("zstd encode: {e}"));
         if self.threads == 0 && self.long == 0 {
-            let bound = zstd::zstd_safe::compress_bound(data.len());
-            let start = out.len();
-            out.reserve(bound);
+            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            // A cursor at the end makes zstd append into the spare capacity
+            // (a bare Vec would be overwritten from its start).
+            let mut dst = std::io::Cursor::new(&mut *out);
+            dst.set_position(dst.get_ref().len() as u64);
             let mut c = zstd::bulk::Compressor::new(self.level).map_err(zerr)?;
-            // compress_to_buffer writes into the spare capacity of a Vec.
-            let mut tmp = Vec::with_capacity(bound);
-            c.compress_to_buffer(data, &mut tmp).map_err(zerr)?;
-            out.truncate(start);
-            out.extend_from_slice(&tmp);
+            c.compress_to_buffer(data, &mut dst).map_err(zerr)?;
             return Ok(());
         }
         let mut enc = zstd::stream::Encoder::new(&mut *out, self.level).map_err(zerr)?;
@@ -344,6 +342,20 @@ mod tests {
                 let dec = decode_all(&*c, &info, &enc, n).unwrap();
                 assert!(dec == data, "{spec} n={n}");
             }
+        }
+    }
+
+    #[test]
+    fn encoders_append_after_existing_bytes() {
+        let info = ChunkInfo::bytes();
+        let data = sample(10_000, 5);
+        for spec in SPECS {
+            let c = build(spec).unwrap();
+            let alone = encode_all(&*c, &info, &data).unwrap();
+            let mut out = b"prefix".to_vec();
+            c.encode(&info, &data, &mut out).unwrap();
+            assert_eq!(&out[..6], b"prefix", "{spec} overwrote what was there");
+            assert!(out[6..] == alone[..], "{spec} appended something else");
         }
     }
 
