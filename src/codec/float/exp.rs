@@ -17,7 +17,7 @@
 //! for `E`, `SM` and the lower planes from the most significant down, each
 //! u32-length-prefixed.
 
-use crate::codec::entropy::{decode_stream, decode_stream_parts, encode_stream, encode_stream_with};
+use crate::codec::entropy::{decode_stream, encode_stream, encode_stream_with};
 use crate::codec::{put_block, ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
@@ -127,31 +127,23 @@ impl Codec for Exp {
         let n = out.len() / w;
         let mut e = vec![0u8; n];
         decode_stream(r.block()?, None, &mut e)?;
-        // The sign+mantissa symbols go straight into the output, merged
-        // with the exponents in the same pass.
-        let sm_block = r.block()?;
-        let mut sm = decode_stream_parts(sm_block, &e)?;
-        if let (2, Some(p)) = (w, sm.plain(n)) {
-            for ((o, &e), &s) in out.chunks_exact_mut(2).zip(&e).zip(p) {
-                let v = ((s as u16 & 0x80) << 8) | ((e as u16) << 7) | (s as u16 & 0x7f);
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        } else if w == 2 {
-            for (o, &e) in out.chunks_exact_mut(2).zip(&e) {
-                let s = sm.next(e);
+        let mut sm = vec![0u8; n];
+        decode_stream(r.block()?, Some(&e), &mut sm)?;
+        if w == 2 {
+            for ((o, &e), &s) in out.chunks_exact_mut(2).zip(&e).zip(&sm) {
                 let v = ((s as u16 & 0x80) << 8) | ((e as u16) << 7) | (s as u16 & 0x7f);
                 o.copy_from_slice(&v.to_le_bytes());
             }
         } else {
-            for (o, &e) in out.chunks_exact_mut(w).zip(&e) {
-                let s = sm.next(e);
+            for ((o, &e), &s) in out.chunks_exact_mut(w).zip(&e).zip(&sm) {
                 o[w - 1] = (s & 0x80) | (e >> 1);
                 o[w - 2] = (e << 7) | (s & 0x7f);
             }
-            let mut plane = vec![0u8; n];
+            // The lower planes reuse the buffer.
+            let plane = &mut sm;
             for k in (0..w - 2).rev() {
-                decode_stream(r.block()?, Some(&e), &mut plane)?;
-                for (o, &b) in out.chunks_exact_mut(w).zip(&plane) {
+                decode_stream(r.block()?, Some(&e), plane)?;
+                for (o, &b) in out.chunks_exact_mut(w).zip(plane.iter()) {
                     o[k] = b;
                 }
             }
