@@ -130,12 +130,20 @@ enum Cmd {
         verbose: bool,
     },
     /// Re-render the tables and charts of reports/NAME from its results.parquet (feature `lab`).
+    /// The layout, published numbers and description come from experiments/NAME.toml when
+    /// it exists (and are saved to the report's meta.json), else from meta.json.
     Report {
         /// Experiment name (reports/NAME) or a report directory.
         name: String,
         /// Where report directories live.
         #[arg(long, default_value = "reports")]
         reports: PathBuf,
+        /// Take the presentation from this experiment file instead of experiments/NAME.toml.
+        #[arg(long, conflicts_with = "saved")]
+        experiment: Option<String>,
+        /// Use only the report's own meta.json, not the experiment file.
+        #[arg(long)]
+        saved: bool,
     },
 }
 
@@ -246,7 +254,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Run { experiment, fresh, reps, out, verbose } => run_cmd(&experiment, fresh, reps, out, verbose, progress)?,
-        Cmd::Report { name, reports } => report_cmd(&name, &reports)?,
+        Cmd::Report { name, reports, experiment, saved } => report_cmd(&name, &reports, experiment, saved)?,
         Cmd::Fetch { names, variants, cache_dir, offline, no_hub, no_mirror, endpoint } => {
             let mut opts = weightlab::datasets::FetchOptions { progress, verbose: !cli.quiet, ..Default::default() };
             opts.cache_dir = cache_dir;
@@ -275,15 +283,29 @@ fn run_cmd(name: &str, fresh: bool, reps: Option<u32>, out: Option<PathBuf>, ver
 }
 
 #[cfg(feature = "lab")]
-fn report_cmd(name: &str, reports: &std::path::Path) -> anyhow::Result<()> {
-    let dir = if std::path::Path::new(name).is_dir() { PathBuf::from(name) } else { reports.join(name) };
-    let n = weightlab::report::rerender(&dir)?;
-    eprintln!("{}: re-rendered tables and charts from {} rows", dir.display(), n);
+fn report_cmd(name: &str, reports: &std::path::Path, experiment: Option<String>, saved: bool) -> anyhow::Result<()> {
+    use weightlab::experiment::{Experiment, spec::resolve_path};
+    let as_dir = std::path::Path::new(name).is_dir();
+    let dir = if as_dir { PathBuf::from(name) } else { reports.join(name) };
+    // the experiment file: given, or experiments/NAME.toml for a bare name when it exists
+    let exp_path = match (saved, experiment) {
+        (true, _) => None,
+        (false, Some(p)) => Some(p),
+        (false, None) if !as_dir && resolve_path(name).is_file() => Some(name.to_string()),
+        _ => None,
+    };
+    let exp = exp_path.as_deref().map(Experiment::load).transpose()?;
+    let n = weightlab::report::rerender_with(&dir, exp.as_ref())?;
+    let from = exp.as_ref().and_then(|e| e.source.as_ref()).map_or_else(
+        || "layout from meta.json".to_string(),
+        |p| format!("layout and published numbers from {}", p.display()),
+    );
+    eprintln!("{}: re-rendered tables and charts from {} rows ({from})", dir.display(), n);
     Ok(())
 }
 
 #[cfg(not(feature = "lab"))]
-fn report_cmd(_name: &str, _reports: &std::path::Path) -> anyhow::Result<()> {
+fn report_cmd(_name: &str, _reports: &std::path::Path, _experiment: Option<String>, _saved: bool) -> anyhow::Result<()> {
     anyhow::bail!("this weightlab was built without the `lab` feature: rebuild with --features lab to render reports")
 }
 

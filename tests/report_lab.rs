@@ -7,6 +7,7 @@
 use std::path::Path;
 use weightlab::analysis::{analyze_views, tables};
 use weightlab::experiment::ResultRow;
+use weightlab::experiment::spec::{Group, GroupEntry, Layout};
 use weightlab::report::{self, AnalysisInput, ReferenceTable, ReportMeta};
 use weightlab::tensor::{DType, TensorView};
 
@@ -120,7 +121,43 @@ fn meta() -> ReportMeta {
             header: vec!["codec".into(), "ratio".into()],
             rows: vec![vec!["x".into(), "1".into()]],
         }],
+        layout: Layout::default(),
     }
+}
+
+fn entry(codec: &str, published: &str, source: &str) -> GroupEntry {
+    GroupEntry { spec: codec.into(), codec: codec.into(), published: published.into(), source: source.into() }
+}
+
+/// Two groups: tensor-only codecs, the unavailable peer, a codec with no
+/// cells at all, and one with a whole-file cell besides its tensor cells.
+fn layout() -> Layout {
+    Layout {
+        title: "Test layout".into(),
+        published_label: "theirs (test)".into(),
+        notes: "How the made-up numbers were taken.".into(),
+        groups: vec![
+            Group {
+                name: "Fast".into(),
+                entries: vec![
+                    entry("planes>zstd:level=3", "1.41× (made up)", "source A"),
+                    entry("zstd:level=3", "", ""),
+                    entry("peer:zipnn", "", ""),
+                    entry("lz4", "", ""),
+                ],
+            },
+            Group {
+                name: "Maximum".into(),
+                entries: vec![entry("xz:level=9", "1.45× (made up)", "source B"), entry("zstd:level=3", "1.38×", "source A")],
+            },
+        ],
+    }
+}
+
+/// The rows of a layout sub-table `name` (header and rule left out).
+fn group_rows<'a>(md: &'a str, name: &str) -> Vec<&'a str> {
+    let sec = md.split(&format!("### {name}\n")).nth(1).unwrap_or_else(|| panic!("no group {name}:\n{md}"));
+    sec.lines().skip(1).take_while(|l| l.starts_with('|')).skip(2).collect()
 }
 
 fn png_dims(path: &Path) -> (u32, u32) {
@@ -217,6 +254,114 @@ fn write_all_then_rerender() {
 }
 
 #[test]
+fn layout_groups_render_in_order_with_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = rows();
+    // a whole-file xz cell: it is used instead of the tensor cells
+    rows.push(ResultRow {
+        tensor: "*".into(),
+        codec: "xz:level=9".into(),
+        family: "generic".into(),
+        lossless: true,
+        available: true,
+        verified: true,
+        original_bytes: 18000,
+        compressed_bytes: Some(9000),
+        floor_bytes: Some(18000.0 * 0.66),
+        compress_mbps_median: Some(2.5),
+        decompress_mbps_median: Some(40.0),
+        ..rows[2].clone()
+    });
+    let meta = ReportMeta { layout: layout(), ..meta() };
+    report::write_all(dir.path(), &rows, &meta).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    let at = |s: &str| md.find(s).unwrap_or_else(|| panic!("summary.md lacks {s:?}:\n{md}"));
+    assert!(at("## Test layout") < at("### Fast") && at("### Fast") < at("### Maximum"));
+    assert!(at("### Maximum") < at("## Per codec, summed over tensors"));
+    assert!(md.contains("| codec | cells | ratio | order-0 floor | compress MB/s (median) | decompress MB/s (median) | verified | theirs (test) |"));
+
+    let fast = group_rows(&md, "Fast");
+    assert_eq!(fast.len(), 4, "{fast:?}");
+    // planes: three tensor cells summed, ratio also as original / compressed
+    let comp = (8000.0f64 * 0.70).round() + (4000.0f64 * 0.71).round() + (6000.0f64 * 0.72).round();
+    let r = comp / 18000.0;
+    let want = format!("| `planes>zstd:level=3` | 3 tensors | {:.2} % ({:.2}×) | 66.00 % |", 100.0 * r, 1.0 / r);
+    assert!(fast[0].starts_with(&want), "{}\nwant {want}", fast[0]);
+    assert!(fast[0].ends_with("| 3/3 | 1.41× (made up) [1] |"), "{}", fast[0]);
+    assert!(fast[1].starts_with("| `zstd:level=3` | 3 tensors |") && fast[1].ends_with("| 3/3 | – |"), "{}", fast[1]);
+    assert!(fast[2].starts_with("| `peer:zipnn` | – | not measured |"), "{}", fast[2]);
+    assert!(fast[3].starts_with("| `lz4` | – | no cells in this run |"), "{}", fast[3]);
+    assert!(md.contains("- `peer:zipnn` not measured: zipnn is not installed"));
+
+    let max = group_rows(&md, "Maximum");
+    assert_eq!(max.len(), 2, "{max:?}");
+    assert!(max[0].starts_with("| `xz:level=9` | 1 file | 50.00 % (2.00×) | 66.00 % | 2.50 | 40 | 1/1 |"), "{}", max[0]);
+    assert!(max[0].ends_with("| 1.45× (made up) [2] |"), "{}", max[0]);
+    // one footnote per distinct source, numbered in order of first use
+    assert!(max[1].ends_with("| 1.38× [1] |"), "{}", max[1]);
+    assert!(md.contains("[1] source A\n") && md.contains("[2] source B\n") && !md.contains("[3]"));
+    assert!(md.contains("How the made-up numbers were taken."));
+
+    // re-rendered from the parquet: the same
+    assert_eq!(report::rerender(dir.path()).unwrap(), rows.len());
+    assert_eq!(std::fs::read_to_string(dir.path().join("summary.md")).unwrap(), md);
+}
+
+#[test]
+fn rerender_takes_the_layout_from_the_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("synthetic");
+    let rows = rows();
+    report::write_all(&d, &rows, &meta()).unwrap();
+    let before = std::fs::read_to_string(d.join("summary.md")).unwrap();
+    assert!(!before.contains("### Fast"));
+    let toml = r#"name = "synthetic"
+description = "now with groups"
+datasets = [{ path = "tiny.safetensors" }]
+codecs = ["planes>zstd:level=3", "zstd:level=3", "xz:level=9"]
+[published]
+label = "theirs (test)"
+codecs = { "zstd:level=3" = "ratio 77 % (made-up test value)" }
+[layout]
+title = "Grouped"
+[[groups]]
+name = "Fast"
+entries = [{ spec = "zstd:level=3", published = "1.38×", source = "src" }, "planes>zstd:level=3"]
+"#;
+    let exp_path = dir.path().join("synthetic.toml");
+    std::fs::write(&exp_path, toml).unwrap();
+    let exp = weightlab::experiment::Experiment::load(exp_path.to_str().unwrap()).unwrap();
+    assert_eq!(report::rerender_with(&d, Some(&exp)).unwrap(), rows.len());
+    let md = std::fs::read_to_string(d.join("summary.md")).unwrap();
+    assert!(md.contains("now with groups") && md.contains("## Grouped"), "{md}");
+    let fast = group_rows(&md, "Fast");
+    assert!(fast[0].starts_with("| `zstd:level=3` | 3 tensors |") && fast[0].ends_with("| 1.38× [1] |"), "{fast:?}");
+    assert!(fast[1].starts_with("| `planes>zstd:level=3` |"), "{fast:?}");
+    // the rows are untouched and [published] is the file's: the tables after the layout are as before
+    let tail = |s: &str| s.split("## Per codec, summed over tensors").nth(1).unwrap().to_string();
+    assert_eq!(tail(&md), tail(&before));
+    // meta.json keeps the layout: the directory alone renders the same again
+    assert_eq!(report::rerender(&d).unwrap(), rows.len());
+    assert_eq!(std::fs::read_to_string(d.join("summary.md")).unwrap(), md);
+
+    // the CLI: --saved keeps meta.json's layout, --experiment takes the file's
+    std::fs::write(&exp_path, toml.replace("title = \"Grouped\"", "title = \"Regrouped\"")).unwrap();
+    let report_cli = |extra: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weightlab"))
+            .args(["report", "synthetic", "--reports"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(d.join("summary.md")).unwrap()
+    };
+    assert_eq!(report_cli(&["--saved".as_ref()]), md);
+    let md2 = report_cli(&["--experiment".as_ref(), exp_path.as_os_str()]);
+    assert!(md2.contains("## Regrouped") && !md2.contains("## Grouped"), "{md2}");
+}
+
+#[test]
 fn lossless_only_rows_make_no_lossy_sections() {
     let dir = tempfile::tempdir().unwrap();
     let rows: Vec<ResultRow> = rows().into_iter().filter(|r| r.lossless && r.tensor != "*").collect();
@@ -233,9 +378,11 @@ fn lossless_only_rows_make_no_lossy_sections() {
 fn analysis_only_report_without_rows() {
     // an experiment that only analyses (entropy-tables): no codec cells at all
     let dir = tempfile::tempdir().unwrap();
-    report::write_all(dir.path(), &[], &meta()).unwrap();
+    report::write_all(dir.path(), &[], &ReportMeta { layout: layout(), ..meta() }).unwrap();
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(md.contains("### Table 3.2") && !md.contains("## Per"), "{md}");
+    // a layout over no rows: every entry says so
+    assert!(group_rows(&md, "Fast").iter().all(|l| l.contains("no cells in this run")), "{md}");
     png_dims(&dir.path().join("byte_histograms.png"));
     assert!(report::read_rows(&dir.path().join("results.parquet")).unwrap().is_empty());
     assert_eq!(report::rerender(dir.path()).unwrap(), 0);

@@ -123,3 +123,80 @@ fn shipped_experiments_parse() {
     }
     assert!(n >= 4, "experiments shipped: {n}");
 }
+
+const GROUPED: &str = r#"name = "g"
+datasets = [{ path = "a.safetensors" }]
+codecs = ["planes>zstd:level=1", "lz4", "exp"]
+peers = ["zstd-cli:-3", "zipnn"]
+[layout]
+title = "Table 4.1 layout"
+published_label = "published (test)"
+notes = "n"
+[[groups]]
+name = "Fast"
+source = "group source"
+entries = [
+    { spec = "planes>zstd:level=1", published = "1.41x" },
+    "lz4",
+    { spec = "zstd-cli:-3", published = "1.38x", source = "own source" },
+]
+[[groups]]
+name = "Others"
+entries = ["exp", "zipnn", "lz4"]
+"#;
+
+#[test]
+fn groups_parse_in_order_with_canonical_codecs() {
+    let e = parse(GROUPED).unwrap();
+    let l = &e.layout;
+    assert_eq!((l.title.as_str(), l.published_label.as_str(), l.notes.as_str()), ("Table 4.1 layout", "published (test)", "n"));
+    let names: Vec<&str> = l.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["Fast", "Others"]);
+    let fast = &l.groups[0].entries;
+    let codecs: Vec<&str> = fast.iter().map(|x| x.codec.as_str()).collect();
+    assert_eq!(codecs, ["planes>zstd:level=1", "lz4", "peer:zstd-cli -3"]);
+    assert_eq!((fast[0].published.as_str(), fast[0].source.as_str()), ("1.41x", "group source"));
+    assert_eq!((fast[1].published.as_str(), fast[1].source.as_str()), ("", "group source"));
+    assert_eq!((fast[2].published.as_str(), fast[2].source.as_str()), ("1.38x", "own source"));
+    // `exp` matches the canonical form the rows carry; peers their label
+    let others = &l.groups[1].entries;
+    assert_eq!(others[0].spec, "exp");
+    assert_eq!(others[0].codec, weightlab::codec::build("exp").unwrap().spec());
+    assert_eq!(others[1].codec, "peer:zipnn");
+    assert_eq!(others[2].source, "");
+    // no groups: an empty layout
+    assert!(parse("name = \"m\"\ndatasets = [{ path = \"a\" }]\ncodecs = [\"lz4\"]\n").unwrap().layout.groups.is_empty());
+}
+
+#[test]
+fn bad_groups_name_line_and_key() {
+    // a valid codec the experiment does not measure (line 14)
+    let m = err(&GROUPED.replace("    \"lz4\",\n", "    \"zstd:level=4\",\n"));
+    assert!(m.contains("line 14") && m.contains("groups.entries") && m.contains("zstd:level=4"), "{m}");
+    assert!(m.contains("not among"), "{m}");
+    // neither a codec nor a peer (line 19)
+    let m = err(&GROUPED.replace("[\"exp\", \"zipnn\", \"lz4\"]", "[\"exp\", \"winzip\"]"));
+    assert!(m.contains("line 19") && m.contains("groups.entries") && m.contains("winzip"), "{m}");
+    assert!(m.contains("neither a codec") && m.contains("unknown peer"), "{m}");
+    // the same codec twice in a group, in two spellings
+    let m = err(&GROUPED.replace("[\"exp\", \"zipnn\", \"lz4\"]", "[\"exp\", \"exp:gain=2\"]"));
+    assert!(m.contains("line 19") && m.contains("twice"), "{m}");
+    // an empty group, an unnamed group, two groups of one name
+    let m = err(&GROUPED.replace("[\"exp\", \"zipnn\", \"lz4\"]", "[]"));
+    assert!(m.contains("line 19") && m.contains("no entries"), "{m}");
+    let m = err(&GROUPED.replace("name = \"Others\"", "name = \" \""));
+    assert!(m.contains("line 18") && m.contains("groups.name"), "{m}");
+    let m = err(&GROUPED.replace("name = \"Others\"", "name = \"Fast\""));
+    assert!(m.contains("line 18") && m.contains("second group"), "{m}");
+    // a misspelt key in an entry table, an entry of the wrong type
+    let m = err(&GROUPED.replace("published = \"1.41x\"", "publshed = \"1.41x\""));
+    assert!(m.contains("line 13") && m.contains("publshed"), "{m}");
+    let m = err(&GROUPED.replace("    \"lz4\",\n", "    4,\n"));
+    assert!(m.contains("line 14"), "{m}");
+    // a group without entries, a [layout] without groups
+    let m = err(&GROUPED.replace("entries = [\"exp\", \"zipnn\", \"lz4\"]\n", ""));
+    assert!(m.contains("entries"), "{m}");
+    let cut = GROUPED.split("[[groups]]").next().unwrap();
+    let m = err(cut);
+    assert!(m.contains("line 5") && m.contains("layout"), "{m}");
+}

@@ -65,6 +65,7 @@ pub fn report_meta(exp: &Experiment, meta: &RunMeta, report: &RunReport) -> Resu
         published_by_codec: exp.published.codecs.clone(),
         published_label: exp.published.label.clone(),
         published: Vec::new(),
+        layout: exp.layout.clone(),
     })
 }
 

@@ -16,11 +16,33 @@
 //! [outputs]
 //! tables = true
 //! charts = true
+//!
+//! # optional: a grouped table in summary.md ("Fast mode", "Maximum mode" …),
+//! # one sub-table per group, rows in the order given
+//! [layout]
+//! title = "Table 4.1 layout"                  # section heading
+//! published_label = "published (Qwen2-0.5B)"  # heading of the published column
+//! notes = "how the published numbers were measured …"
+//!
+//! [[groups]]
+//! name = "Fast mode"
+//! source = "where the published numbers come from"  # default for the entries
+//! entries = [
+//!     { spec = "planes>zstd:level=1", published = "1.41×" },
+//!     "lz4",                                          # no published number
+//!     { spec = "zstd-cli:-3", published = "1.38×", source = "another source" },
+//! ]
 //! ```
+//!
+//! A group entry is a codec spec or a peer spec, and must be one of the
+//! experiment's `codecs` or `peers` (compared in canonical form, so `exp`
+//! matches `exp:gain=2`). `published` is free text, typed in as published;
+//! `source` says where it comes from.
 //!
 //! Errors name the line, column and key: TOML and type errors come with the
 //! `toml` crate's span, and the checks made after parsing (unknown codec,
-//! bad peer) point at the entry's own span.
+//! bad peer, a group entry that is not measured) point at the entry's own
+//! span.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -95,6 +117,96 @@ pub struct Published {
     pub codecs: std::collections::BTreeMap<String, String>,
 }
 
+/// A grouped table: `[layout]` and `[[groups]]` (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Layout {
+    /// Section heading in `summary.md`.
+    pub title: String,
+    /// Heading of the published column.
+    pub published_label: String,
+    /// Free text printed under the groups (how the published numbers were
+    /// taken, how they compare).
+    pub notes: String,
+    pub groups: Vec<Group>,
+}
+
+/// One sub-table of the layout: a name and its rows, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Group {
+    pub name: String,
+    pub entries: Vec<GroupEntry>,
+}
+
+/// One row of a group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GroupEntry {
+    /// The spec as written in the experiment.
+    pub spec: String,
+    /// Its `codec` column: the canonical codec spec, or the peer label
+    /// (`peer:zstd-cli -3`).
+    pub codec: String,
+    /// The published number, as published ("" when there is none).
+    pub published: String,
+    /// Where `published` comes from.
+    pub source: String,
+}
+
+/// `[layout]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLayout {
+    title: String,
+    published_label: String,
+    notes: String,
+}
+
+/// `[[groups]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Spanned<String>,
+    #[serde(default)]
+    source: String,
+    entries: Spanned<Vec<Spanned<RawEntry>>>,
+}
+
+/// A group entry as written: a spec string, or a table with `spec` and,
+/// optionally, `published` and `source`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntryTable {
+    spec: String,
+    #[serde(default)]
+    published: String,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+#[derive(Debug)]
+struct RawEntry(RawEntryTable);
+
+impl<'de> Deserialize<'de> for RawEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a codec or peer spec string, or a table { spec, published, source }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<RawEntry, E> {
+                Ok(RawEntry(RawEntryTable { spec: s.to_string(), ..Default::default() }))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> std::result::Result<RawEntry, M::Error> {
+                RawEntryTable::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(RawEntry)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 fn default_threads() -> Vec<u32> {
     vec![1]
 }
@@ -135,6 +247,10 @@ struct RawExperiment {
     outputs: Outputs,
     #[serde(default)]
     published: Published,
+    #[serde(default)]
+    layout: Option<Spanned<RawLayout>>,
+    #[serde(default)]
+    groups: Vec<Spanned<RawGroup>>,
 }
 
 /// A validated experiment.
@@ -157,6 +273,9 @@ pub struct Experiment {
     pub chunk_size: usize,
     pub outputs: Outputs,
     pub published: Published,
+    /// The grouped table (`[layout]`, `[[groups]]`); no groups, no table.
+    #[serde(default)]
+    pub layout: Layout,
     /// Where relative dataset paths are resolved from.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -213,12 +332,18 @@ impl Experiment {
                 "{origin}: nothing to measure: give 'codecs', 'peers' or outputs.analysis = true"
             )));
         }
+        // the `codec` column of every cell the experiment measures
+        let mut measured = Vec::new();
         for c in &raw.codecs {
-            crate::codec::build(c.get_ref()).map_err(|e| at(text, origin, c, "codecs", e.message()))?;
+            let codec = crate::codec::build(c.get_ref()).map_err(|e| at(text, origin, c, "codecs", e.message()))?;
+            measured.push(codec.spec());
         }
         for p in &raw.peers {
-            super::peers::PeerSpec::parse(p.get_ref()).map_err(|e| at(text, origin, p, "peers", e.message()))?;
+            let peer =
+                super::peers::PeerSpec::parse(p.get_ref()).map_err(|e| at(text, origin, p, "peers", e.message()))?;
+            measured.push(peer.label());
         }
+        let layout = layout(text, origin, raw.layout, raw.groups, &measured)?;
         if let Some(t) = &raw.threads
             && (t.get_ref().is_empty() || t.get_ref().contains(&0))
         {
@@ -251,6 +376,7 @@ impl Experiment {
             chunk_size,
             outputs: raw.outputs,
             published: raw.published,
+            layout,
             base_dir: base_dir.to_path_buf(),
             source: None,
         })
@@ -281,6 +407,73 @@ impl Experiment {
     pub fn dataset_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() || self.base_dir.as_os_str().is_empty() { p.to_path_buf() } else { self.base_dir.join(p) }
     }
+}
+
+/// Validate `[layout]` and `[[groups]]`: named, non-empty groups whose
+/// entries are specs the experiment measures (`measured`: the `codec` column
+/// of its codecs and peers), each once per group.
+fn layout(
+    text: &str,
+    origin: &str,
+    raw: Option<Spanned<RawLayout>>,
+    groups: Vec<Spanned<RawGroup>>,
+    measured: &[String],
+) -> Result<Layout> {
+    if let Some(l) = &raw
+        && groups.is_empty()
+    {
+        return Err(at(text, origin, l, "layout", "a [layout] needs one or more [[groups]]"));
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        let g = g.into_inner();
+        let name = g.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(at(text, origin, &g.name, "groups.name", "a group needs a non-empty name"));
+        }
+        if out.iter().any(|o: &Group| o.name == name) {
+            return Err(at(text, origin, &g.name, "groups.name", format!("a second group named '{name}'")));
+        }
+        if g.entries.get_ref().is_empty() {
+            return Err(at(text, origin, &g.entries, "groups.entries", format!("group '{name}' has no entries")));
+        }
+        let mut entries: Vec<GroupEntry> = Vec::with_capacity(g.entries.get_ref().len());
+        for e in g.entries.into_inner() {
+            let spec = e.get_ref().0.spec.trim().to_string();
+            let codec = match crate::codec::build(&spec) {
+                Ok(c) => c.spec(),
+                Err(ce) => match super::peers::PeerSpec::parse(&spec) {
+                    Ok(p) => p.label(),
+                    Err(pe) => {
+                        return Err(at(
+                            text,
+                            origin,
+                            &e,
+                            "groups.entries",
+                            format!("'{spec}' is neither a codec ({}) nor a peer ({})", ce.message(), pe.message()),
+                        ));
+                    }
+                },
+            };
+            if !measured.contains(&codec) {
+                return Err(at(
+                    text,
+                    origin,
+                    &e,
+                    "groups.entries",
+                    format!("'{spec}' ({codec}) is not among this experiment's 'codecs' or 'peers'"),
+                ));
+            }
+            if entries.iter().any(|x| x.codec == codec) {
+                return Err(at(text, origin, &e, "groups.entries", format!("'{spec}' is twice in group '{name}'")));
+            }
+            let RawEntryTable { published, source, .. } = e.into_inner().0;
+            entries.push(GroupEntry { spec, codec, published, source: source.unwrap_or_else(|| g.source.clone()) });
+        }
+        out.push(Group { name, entries });
+    }
+    let l = raw.map(Spanned::into_inner).unwrap_or_default();
+    Ok(Layout { title: l.title, published_label: l.published_label, notes: l.notes, groups: out })
 }
 
 /// `NAME` -> `experiments/NAME.toml`; anything with a `/` or ending in

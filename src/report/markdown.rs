@@ -4,6 +4,11 @@
 //! better); the floor is the order-0 floor of the same tensors; throughputs are
 //! the median over the group's cells of each cell's median. Peers that are not
 //! installed are listed as unavailable, never given numbers.
+//!
+//! An experiment with `[[groups]]` gets a grouped section first (the Aveiro
+//! Table 4.1 layout for `bf16-planes`): one sub-table per group, its rows in
+//! the order given, each from the codec's whole-file cells when it has any,
+//! else from its tensor cells summed, with the published number beside it.
 
 use super::ReportMeta;
 use super::charts::Chart;
@@ -11,6 +16,7 @@ use super::frame::rows_to_frame;
 use crate::analysis::tables::aveiro_tables;
 use crate::error::{Error, Result};
 use crate::experiment::ResultRow;
+use crate::experiment::spec::Layout;
 use polars::prelude::*;
 use std::fmt::Write;
 
@@ -231,6 +237,112 @@ const CODEC_CELLS: [Cell; 12] = [
     Cell::Verified,
 ];
 
+/// The columns of a layout sub-table (before `scope` and `published`).
+const LAYOUT_CELLS: [Cell; 5] = [Cell::Ratio, Cell::Floor, Cell::CompressMbps, Cell::DecompressMbps, Cell::Verified];
+
+/// The grouped section: one sub-table per group. Each entry is joined to the
+/// per-codec aggregates of the whole-file cells and of the tensor cells; the
+/// whole-file row is used when there is one.
+fn layout_section(df: &DataFrame, rows: &[ResultRow], layout: &Layout) -> Result<String> {
+    let files = grouped(df, col("tensor").eq(lit("*")), &["codec"])?;
+    let tensors = grouped(df, col("tensor").neq(lit("*")), &["codec"])?;
+    let title = if layout.title.is_empty() { "Grouped layout" } else { layout.title.as_str() };
+    let pub_label = if layout.published_label.is_empty() { "published" } else { layout.published_label.as_str() };
+    let mut s = String::new();
+    let _ = writeln!(s, "## {title}
+");
+    let _ = writeln!(
+        s,
+        "Each row: the codec's whole-file cells when the run has them, else its tensor cells summed (the \
+         `cells` column says which). Ratio = compressed / original (smaller is better), with original / \
+         compressed in brackets, the form the published column uses.\n"
+    );
+    let mut sources: Vec<String> = Vec::new();
+    let mut missing: Vec<(String, String)> = Vec::new();
+    for g in &layout.groups {
+        let n = g.entries.len();
+        let entries = DataFrame::new(
+            n,
+            vec![
+                Column::new("order".into(), (0..n as u32).collect::<Vec<_>>()),
+                Column::new("codec".into(), g.entries.iter().map(|e| e.codec.as_str()).collect::<Vec<_>>()),
+            ],
+        )
+        .map_err(pe)?;
+        let join = |agg: &DataFrame| -> Result<DataFrame> {
+            entries
+                .clone()
+                .lazy()
+                .join(agg.clone().lazy(), [col("codec")], [col("codec")], JoinArgs::new(JoinType::Left))
+                .sort(["order"], SortMultipleOptions::default())
+                .collect()
+                .map_err(pe)
+        };
+        let (f, t) = (join(&files)?, join(&tensors)?);
+        let _ = writeln!(s, "### {}
+", g.name);
+        let mut head = vec!["codec".to_string(), "cells".to_string()];
+        head.extend(LAYOUT_CELLS.iter().map(|c| c.header()));
+        head.push(pub_label.to_string());
+        let _ = writeln!(s, "| {} |", head.join(" | "));
+        let _ = writeln!(s, "|---|---:|{}|---|", vec!["---:"; LAYOUT_CELLS.len()].join("|"));
+        for (i, e) in g.entries.iter().enumerate() {
+            let measured = |d: &DataFrame| num(&get(d, "cells", i)).is_some();
+            let mut row = vec![format!("`{}`", e.codec.replace('|', "\\|"))];
+            if let Some((d, what)) = [(&f, "file"), (&t, "tensor")].into_iter().find(|(d, _)| measured(d)) {
+                let k = num(&get(d, "cells", i)).unwrap_or(0.0);
+                row.push(format!("{k:.0} {what}{}", if k == 1.0 { "" } else { "s" }));
+                for c in LAYOUT_CELLS {
+                    let mut cell = c.render(d, i);
+                    if let (Cell::Ratio, Some(r)) = (c, num(&get(d, "ratio", i)))
+                        && r > 0.0
+                    {
+                        cell = format!("{cell} ({:.2}×)", 1.0 / r);
+                    }
+                    row.push(cell);
+                }
+            } else {
+                let note = rows.iter().find(|r| r.codec == e.codec && !r.available).map(|r| r.note.clone());
+                row.push(DASH.into());
+                row.push(if note.is_some() { "not measured".into() } else { "no cells in this run".into() });
+                row.extend(std::iter::repeat_n(DASH.to_string(), LAYOUT_CELLS.len() - 1));
+                if let Some(n) = note
+                    && !missing.iter().any(|m| m.0 == e.codec)
+                {
+                    missing.push((e.codec.clone(), n));
+                }
+            }
+            let mut published = if e.published.is_empty() { DASH.to_string() } else { e.published.replace('|', "\\|") };
+            if !e.published.is_empty() && !e.source.is_empty() {
+                let k = match sources.iter().position(|x| *x == e.source) {
+                    Some(k) => k,
+                    None => {
+                        sources.push(e.source.clone());
+                        sources.len() - 1
+                    }
+                };
+                published = format!("{published} [{}]", k + 1);
+            }
+            row.push(published);
+            let _ = writeln!(s, "| {} |", row.join(" | "));
+        }
+        s += "\n";
+    }
+    for (codec, note) in &missing {
+        let _ = writeln!(s, "- `{codec}` not measured: {note}");
+    }
+    if !missing.is_empty() {
+        s += "\n";
+    }
+    for (k, src) in sources.iter().enumerate() {
+        let _ = writeln!(s, "[{}] {}\n", k + 1, src.trim());
+    }
+    if !layout.notes.trim().is_empty() {
+        let _ = writeln!(s, "{}\n", layout.notes.trim());
+    }
+    Ok(s)
+}
+
 /// Render `summary.md`.
 pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart]) -> Result<String> {
     let df = rows_to_frame(rows)?;
@@ -271,6 +383,10 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
          entropy floor of the same tensors (one model per tensor); throughput in MB/s of original data, \
          the median over cells of each cell's median.\n"
     );
+
+    if !meta.layout.groups.is_empty() {
+        s += &layout_section(&df, rows, &meta.layout)?;
+    }
 
     let tensor_rows = rows.iter().any(|r| r.tensor != "*");
     let file_rows = rows.iter().any(|r| r.tensor == "*");

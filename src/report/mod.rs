@@ -8,10 +8,15 @@
 //! A report directory holds everything needed to render it again:
 //! `results.parquet` (the rows) and `meta.json` ([`ReportMeta`]), so
 //! `weightlab report NAME` re-renders identical tables without re-running.
+//! The presentation (the grouped layout, published numbers, description) can
+//! be taken again from the experiment file ([`rerender_with`]): the report
+//! then follows the current `[layout]`/`[[groups]]`/`[published]` while every
+//! number still comes from the saved rows.
 
 use crate::analysis::FileAnalysis;
 use crate::analysis::summary::TensorAnalysis;
 use crate::analysis::tables::PublishedEntropy;
+use crate::experiment::spec::Layout;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -55,6 +60,9 @@ pub struct ReportMeta {
     /// Published tables reproduced as they are, after ours.
     #[serde(default)]
     pub published: Vec<ReferenceTable>,
+    /// The experiment's grouped table (`[layout]`, `[[groups]]`).
+    #[serde(default)]
+    pub layout: Layout,
 }
 
 /// The part of a file's analysis a report draws: the per-dtype totals.
@@ -134,6 +142,15 @@ fn render(dir: &std::path::Path, rows: &[crate::experiment::ResultRow], meta: &R
 /// `results.parquet` and `meta.json`. Returns the number of rows.
 #[cfg(feature = "lab")]
 pub fn rerender(dir: &std::path::Path) -> crate::Result<usize> {
+    rerender_with(dir, None)
+}
+
+/// [`rerender`], with the presentation taken from `exp` when given: its
+/// description, `[layout]`/`[[groups]]` and `[published]` replace those in
+/// `meta.json`, which is written back so the directory keeps re-rendering
+/// the same by itself. The rows are not touched.
+#[cfg(feature = "lab")]
+pub fn rerender_with(dir: &std::path::Path, exp: Option<&crate::experiment::Experiment>) -> crate::Result<usize> {
     use crate::error::{Error, ResultExt};
     let rows = read_rows(&dir.join("results.parquet"))?;
     let meta_path = dir.join("meta.json");
@@ -145,6 +162,21 @@ pub fn rerender(dir: &std::path::Path) -> crate::Result<usize> {
             ..Default::default()
         },
         Err(e) => return Err(Error::io(format!("reading {}", meta_path.display()), e)),
+    };
+    let meta = match exp {
+        None => meta,
+        Some(exp) => {
+            let meta = ReportMeta {
+                description: exp.description.clone(),
+                layout: exp.layout.clone(),
+                published_by_codec: exp.published.codecs.clone(),
+                published_label: exp.published.label.clone(),
+                ..meta
+            };
+            let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::invalid(format!("meta.json: {e}")))?;
+            crate::io::write_atomic(&meta_path, |w| std::io::Write::write_all(w, &json))?;
+            meta
+        }
     };
     render(dir, &rows, &meta).with_context(|| format!("rendering {}", dir.display()))?;
     Ok(rows.len())
