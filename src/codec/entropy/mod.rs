@@ -249,11 +249,20 @@ fn model_bytes_estimate(h: &Hist) -> f64 {
 }
 
 const MODE_RAW: u8 = 0;
+/// One rANS stream; with contexts, the coded symbols interleaved in their
+/// order with a model switch per symbol (read, no longer written for
+/// context streams: [`MODE_BUCKETS`] decodes faster).
 const MODE_RANS: u8 = 1;
 const MODE_CONST: u8 = 2;
+/// Context streams: the symbols sorted by context, raw contexts stored, the
+/// coded ones one eight-lane rANS stream per model.
+const MODE_BUCKETS: u8 = 3;
+/// One eight-lane rANS stream (the four-lane [`MODE_RANS`] of earlier
+/// builds is still read).
+const MODE_RANS8: u8 = 4;
 
 /// Fixed cost of a rANS stream: lane states plus precision and counts.
-const RANS_OVERHEAD_BITS: f64 = (rans::LANES * 32 + 64) as f64;
+const RANS_OVERHEAD_BITS: f64 = (rans::LANES8 * 32 + 64) as f64;
 
 /// The default share of its raw size a context (or the pool of rare
 /// contexts) must save to be entropy coded rather than stored raw. Raw contexts bypass the
@@ -351,10 +360,15 @@ fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize, min_gain: f64) -> Option<
 /// Code a byte stream, optionally conditioned on `ctx` (one context byte per
 /// symbol, known to the decoder). Appends a self-describing block to `out`.
 ///
-/// Block: a mode byte; raw: the bytes; const: the symbol; rANS: the model
-/// count - 1, the models, then with contexts a u16 count of (context, model)
-/// pairs (unlisted contexts are raw) and a u32-prefixed block of the raw
-/// contexts' bytes; then the rANS payload of the coded symbols.
+/// Block: a mode byte, then for raw (0) the bytes; const (2): the symbol;
+/// rANS (4, no contexts): model count - 1 (0), the model, the 32-lane rANS
+/// payload; buckets (3, with contexts): model count - 1, the models, a u16
+/// count of (context, model) pairs (unlisted contexts are raw), a
+/// u32-prefixed block of the raw contexts' symbols (sorted by context,
+/// stable), then per model a u32-prefixed 32-lane rANS stream of its
+/// contexts' symbols (sorted the same way). Mode 1 (four-lane rANS, the
+/// coded symbols of a context stream interleaved) is what earlier builds
+/// wrote; it is read, not written.
 pub fn encode_stream(syms: &[u8], ctx: Option<&[u8]>, out: &mut Vec<u8>) -> Result<()> {
     encode_stream_with(syms, ctx, MIN_GAIN, out)
 }
@@ -381,40 +395,67 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
         out.extend_from_slice(syms);
         return Ok(());
     };
-    out.push(MODE_RANS);
+    let Some(ctx) = ctx else {
+        out.push(MODE_RANS8);
+        out.push(0);
+        plan.models[0].write(out);
+        rans::encode::<{ rans::LANES8 }>(syms, &plan.models[0], out);
+        return Ok(());
+    };
+    out.push(MODE_BUCKETS);
     out.push((plan.models.len() - 1) as u8);
     for m in &plan.models {
         m.write(out);
     }
-    let Some(ctx) = ctx else {
-        rans::encode(syms, &plan.models[0], out);
-        return Ok(());
-    };
     let listed: Vec<usize> = (0..256).filter(|&c| plan.map[c] != RAW_CTX).collect();
     out.extend_from_slice(&(listed.len() as u16).to_le_bytes());
     for &c in &listed {
         out.push(c as u8);
         out.push(plan.map[c]);
     }
-    let raw_count = ctx.iter().filter(|&&c| plan.map[c as usize] == RAW_CTX).count();
-    if raw_count == 0 {
-        crate::codec::put_block(out, &[])?;
-        rans::encode_ctx(syms, ctx, &plan.map, &plan.models, out);
-        return Ok(());
+    // Stable bucket sort by context, then the raw buckets as one block and
+    // each model's buckets as one rANS stream, contexts ascending. The sort
+    // runs the four quarters side by side (independent cursors, as in the
+    // decoder's merge).
+    let quarters = count_quarters(ctx);
+    let mut cur = [[0usize; 256]; 4];
+    let mut start = [0usize; 257];
+    for c in 0..256 {
+        let mut at = start[c];
+        for (j, h) in quarters.iter().enumerate() {
+            cur[j][c] = at;
+            at += h[c];
+        }
+        start[c + 1] = at;
     }
-    let mut raw = Vec::with_capacity(raw_count);
-    let mut cs = Vec::with_capacity(syms.len() - raw_count);
-    let mut cc = Vec::with_capacity(syms.len() - raw_count);
-    for (&s, &c) in syms.iter().zip(ctx) {
-        if plan.map[c as usize] == RAW_CTX {
-            raw.push(s);
-        } else {
-            cs.push(s);
-            cc.push(c);
+    let mut sorted = vec![0u8; syms.len()];
+    let q = syms.len() / 4;
+    for i in 0..q {
+        for j in 0..4 {
+            let c = ctx[j * q + i] as usize;
+            sorted[cur[j][c]] = syms[j * q + i];
+            cur[j][c] += 1;
         }
     }
-    crate::codec::put_block(out, &raw)?;
-    rans::encode_ctx(&cs, &cc, &plan.map, &plan.models, out);
+    for i in 4 * q..syms.len() {
+        let c = ctx[i] as usize;
+        sorted[cur[3][c]] = syms[i];
+        cur[3][c] += 1;
+    }
+    let gather = |want: u8| -> Vec<u8> {
+        let mut v = Vec::new();
+        for c in (0..256).filter(|&c| plan.map[c] == want) {
+            v.extend_from_slice(&sorted[start[c]..start[c + 1]]);
+        }
+        v
+    };
+    crate::codec::put_block(out, &gather(RAW_CTX))?;
+    let mut block = Vec::new();
+    for (m, model) in plan.models.iter().enumerate() {
+        block.clear();
+        rans::encode::<{ rans::LANES8 }>(&gather(m as u8), model, &mut block);
+        crate::codec::put_block(out, &block)?;
+    }
     Ok(())
 }
 
@@ -436,12 +477,17 @@ pub fn decode_stream(input: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result
                 out.fill(s);
                 Ok(())
             }
-            MODE_RANS => {
+            mode @ (MODE_RANS | MODE_RANS8) => {
                 let models = read_models(&mut r)?;
                 if models.len() != 1 {
                     return Err(Error::corrupt("entropy stream: several models but no contexts"));
                 }
-                rans::decode(r.rest(), &rans::DecTables::new(&models), out)
+                let t = rans::DecTables::new(&models);
+                if mode == MODE_RANS8 {
+                    rans::decode::<{ rans::LANES8 }>(r.rest(), &t, out)
+                } else {
+                    rans::decode::<{ rans::LANES }>(r.rest(), &t, out)
+                }
             }
             m => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
         };
@@ -545,15 +591,118 @@ fn decode_ctx_stream(input: &[u8], ctx: &[u8], out: &mut [u8]) -> Result<()> {
             }
             cc.truncate(n_coded);
             let mut cs = vec![0u8; n_coded];
-            rans::decode_ctx(payload, &rans::DecTables::new(&models), &cc, &map, &mut cs)?;
+            rans::decode_ctx::<{ rans::LANES }>(payload, &rans::DecTables::new(&models), &cc, &map, &mut cs)?;
             // Pass 3: the coded symbols to their positions.
             for (&p, &s) in pos.iter().zip(&cs) {
                 out[p as usize] = s;
             }
             Ok(())
         }
+        MODE_BUCKETS => decode_buckets(&mut r, ctx, out),
         m => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
     }
+}
+
+/// Context histograms of the four quarters of `ctx` (the last takes the
+/// remainder), counted in one interleaved loop: four independent counters
+/// per context, so that runs of one context do not serialize on one.
+fn count_quarters(ctx: &[u8]) -> [[usize; 256]; 4] {
+    let q = ctx.len() / 4;
+    let mut h = [[0usize; 256]; 4];
+    for i in 0..q {
+        h[0][ctx[i] as usize] += 1;
+        h[1][ctx[q + i] as usize] += 1;
+        h[2][ctx[2 * q + i] as usize] += 1;
+        h[3][ctx[3 * q + i] as usize] += 1;
+    }
+    for &c in &ctx[4 * q..] {
+        h[3][c as usize] += 1;
+    }
+    h
+}
+
+/// Decode a [`MODE_BUCKETS`] stream (after its mode byte): the buckets are
+/// rebuilt in context order in one buffer, then each position takes the next
+/// symbol of its context's bucket (one load, one store and a cursor per
+/// symbol, whatever mix of raw and coded contexts).
+fn decode_buckets(r: &mut crate::codec::Reader, ctx: &[u8], out: &mut [u8]) -> Result<()> {
+    let models = read_models(r)?;
+    let nm = models.len();
+    let mut map = [RAW_CTX; 256];
+    let k = r.u16()? as usize;
+    for _ in 0..k {
+        let c = r.u8()?;
+        let m = r.u8()?;
+        if m as usize >= nm {
+            return Err(Error::corrupt(format!("entropy stream: context {c} uses model {m} of {nm}")));
+        }
+        map[c as usize] = m;
+    }
+    let quarters = count_quarters(ctx);
+    let count: [usize; 256] = std::array::from_fn(|c| quarters.iter().map(|h| h[c]).sum());
+    let want = |m: u8| -> usize { (0..256).filter(|&c| map[c] == m).map(|c| count[c]).sum() };
+    let raw = r.block()?;
+    if raw.len() != want(RAW_CTX) {
+        return Err(Error::corrupt(format!(
+            "entropy stream: {} raw bytes for {} raw symbols",
+            raw.len(),
+            want(RAW_CTX)
+        )));
+    }
+    let mut coded: Vec<Vec<u8>> = Vec::with_capacity(nm);
+    for (m, model) in models.iter().enumerate() {
+        let mut buf = vec![0u8; want(m as u8)];
+        rans::decode::<{ rans::LANES8 }>(r.block()?, &rans::DecTables::new(std::slice::from_ref(model)), &mut buf)?;
+        coded.push(buf);
+    }
+    r.finish()?;
+    // The buckets in context order, and each quarter's cursor per context
+    // (the merge runs the four quarters side by side: four independent
+    // cursor chains where one would wait on its own last store).
+    let mut all = Vec::with_capacity(out.len());
+    let mut cur = [[0usize; 256]; 4];
+    let mut taken = vec![0usize; nm];
+    let mut raw_at = 0;
+    for c in 0..256 {
+        let mut at = all.len();
+        for (j, h) in quarters.iter().enumerate() {
+            cur[j][c] = at;
+            at += h[c];
+        }
+        let n = count[c];
+        if map[c] == RAW_CTX {
+            all.extend_from_slice(&raw[raw_at..raw_at + n]);
+            raw_at += n;
+        } else {
+            let m = map[c] as usize;
+            all.extend_from_slice(&coded[m][taken[m]..taken[m] + n]);
+            taken[m] += n;
+        }
+    }
+    debug_assert_eq!(all.len(), out.len());
+    // In bounds: quarter j's cursor of context c starts at its share of
+    // the bucket and advances once per position of context c in quarter j.
+    let q = out.len() / 4;
+    let (o0, rest) = out.split_at_mut(q);
+    let (o1, rest) = rest.split_at_mut(q);
+    let (o2, o3) = rest.split_at_mut(q);
+    let (c0, c1, c2, c3) = (&ctx[..q], &ctx[q..2 * q], &ctx[2 * q..3 * q], &ctx[3 * q..]);
+    for i in 0..q {
+        for (j, (o, c)) in [(&mut o0[i], c0[i]), (&mut o1[i], c1[i]), (&mut o2[i], c2[i]), (&mut o3[i], c3[i])]
+            .into_iter()
+            .enumerate()
+        {
+            let at = &mut cur[j][c as usize];
+            *o = all[*at];
+            *at += 1;
+        }
+    }
+    for (o, &c) in o3[q..].iter_mut().zip(&c3[q..]) {
+        let at = &mut cur[3][c as usize];
+        *o = all[*at];
+        *at += 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,25 +9,35 @@
 //! each lane reads the word at the cursor whether or not it needs it and
 //! keeps it with a conditional move.
 //!
-//! Tried and measured on the exponents of MiniLM-BF16 (AMD EPYC, one core):
-//! eight lanes, and a word stream per lane, were no faster than four lanes
-//! sharing one stream once the step was branch-free; the step's instruction
-//! count, not the lanes' dependency chains, is what limits it.
+//! Within a group of lanes the words are read in lane order, so a stream of
+//! `N` lanes can be decoded `N` symbols at a time by SIMD: with `N = 8` and
+//! AVX2 one vector holds the eight states, one gather fetches their table
+//! entries, and a shuffle hands the next words to the lanes that need them
+//! ([`LANES8`], what the encoders write now; four-lane streams of earlier
+//! builds are still read). Tried and measured on the exponents of
+//! MiniLM-BF16 (AMD EPYC, one core): scalar, eight lanes or a word stream
+//! per lane were no faster than four lanes sharing one stream once the step
+//! was branch-free (about 2 ns per symbol): the step's instruction count,
+//! not the lanes' dependency chains, is what limits it, and that is what the
+//! vector decoder divides by eight.
 //!
-//! Layout: `LANES` little-endian u32 final encoder states, then the words
+//! Layout: `N` little-endian u32 final encoder states, then the words
 //! (little-endian u16). A decoder that does not end with every lane back at
 //! the initial state and every word consumed reports corruption.
 
 use super::Model;
 use crate::error::{Error, Result};
 
-/// Number of interleaved coder states.
+/// Interleaved coder states of the streams of earlier builds.
 pub const LANES: usize = 4;
+/// Interleaved coder states of the streams written now.
+pub const LANES8: usize = 32;
 const RANS_L: u32 = 1 << 16;
 
 /// One symbol's encoding constants: frequency, cumulative frequency, and a
 /// reciprocal of the frequency so that the encoder divides by multiplying
-/// (a 32-bit division is the slowest step of a rANS encoder).
+/// (as fast as a division on the reference machine, and much faster on
+/// cores with a slow divider).
 #[derive(Clone, Copy, Default)]
 struct EncSym {
     freq: u32,
@@ -67,51 +77,64 @@ fn enc_table(m: &Model) -> [EncSym; 256] {
     t
 }
 
-#[inline(always)]
-fn enc_put(x: &mut u32, e: &EncSym, p: u32, words: &mut Vec<u16>) {
-    debug_assert!(e.freq > 0, "symbol outside the model");
-    let mut s = *x;
-    if (s as u64) >= (e.freq as u64) << (32 - p) {
-        words.push(s as u16);
-        s >>= 16;
+/// The encoder: symbols `i = n-1 .. 0`, symbol `i` coded with `sym(i)` by
+/// lane `i % LANES`. The words go into a buffer from its end backwards, so
+/// they end up in the order the decoder reads them. Branch-free like the
+/// decoder: a lane always stores its low 16 bits at the cursor and moves the
+/// cursor only when it renormalizes (a branch there mispredicts on about
+/// one symbol in six). The groups of `LANES` symbols are unrolled so the
+/// lane states stay in registers.
+fn encode_with<'t, const N: usize>(n: usize, p: u32, sym: impl Fn(usize) -> &'t EncSym, out: &mut Vec<u8>) {
+    // At most one word per symbol; one slot of slack for the unconditional
+    // store of the last symbol.
+    let mut buf = vec![0u16; n + 1];
+    let mut w = n + 1;
+    let mut x = [RANS_L; N];
+    #[inline(always)]
+    fn put(x: &mut u32, e: &EncSym, p: u32, buf: &mut [u16], w: &mut usize) {
+        debug_assert!(e.freq > 0, "symbol outside the model");
+        let mut s = *x;
+        let big = (s as u64) >= (e.freq as u64) << (32 - p);
+        // `*w >= 1`: at most one word per symbol has been written so far,
+        // from `n + 1` slots, with symbols still to code.
+        buf[*w - 1] = s as u16;
+        *w -= big as usize;
+        s = std::hint::select_unpredictable(big, s >> 16, s);
+        let q = e.div(s);
+        *x = (q << p) + (s - q * e.freq) + e.cum;
     }
-    let q = e.div(s);
-    *x = (q << p) + (s - q * e.freq) + e.cum;
-}
-
-fn finish(x: &[u32; LANES], words: &[u16], out: &mut Vec<u8>) {
-    out.reserve(LANES * 4 + words.len() * 2);
+    let full = n / N * N;
+    for i in (full..n).rev() {
+        put(&mut x[i % N], sym(i), p, &mut buf, &mut w);
+    }
+    for g in (0..full / N).rev() {
+        for k in (0..N).rev() {
+            let i = g * N + k;
+            put(&mut x[k], sym(i), p, &mut buf, &mut w);
+        }
+    }
+    let words = &buf[w..];
+    out.reserve(N * 4 + words.len() * 2);
     for s in x {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    for w in words.iter().rev() {
-        out.extend_from_slice(&w.to_le_bytes());
+    for v in words {
+        out.extend_from_slice(&v.to_le_bytes());
     }
 }
 
-/// Encode `syms` with one model (every symbol must have a nonzero frequency).
-pub fn encode(syms: &[u8], m: &Model, out: &mut Vec<u8>) {
+/// Encode `syms` with one model on `N` lanes (every symbol must have a
+/// nonzero frequency).
+pub fn encode<const N: usize>(syms: &[u8], m: &Model, out: &mut Vec<u8>) {
     let t = enc_table(m);
-    let p = m.precision;
-    let mut x = [RANS_L; LANES];
-    let mut words = Vec::with_capacity(syms.len() / 2 + 16);
-    for i in (0..syms.len()).rev() {
-        enc_put(&mut x[i % LANES], &t[syms[i] as usize], p, &mut words);
-    }
-    finish(&x, &words, out);
+    encode_with::<N>(syms.len(), m.precision, |i| &t[syms[i] as usize], out);
 }
 
-/// Encode `syms`, symbol `i` with model `map[ctx[i]]` (all models of one precision).
-pub fn encode_ctx(syms: &[u8], ctx: &[u8], map: &[u8; 256], models: &[Model], out: &mut Vec<u8>) {
+/// Encode `syms` on `N` lanes, symbol `i` with model `map[ctx[i]]` (all
+/// models of one precision).
+pub fn encode_ctx<const N: usize>(syms: &[u8], ctx: &[u8], map: &[u8; 256], models: &[Model], out: &mut Vec<u8>) {
     let tables: Vec<[EncSym; 256]> = models.iter().map(enc_table).collect();
-    let p = models[0].precision;
-    let mut x = [RANS_L; LANES];
-    let mut words = Vec::with_capacity(syms.len() / 2 + 16);
-    for i in (0..syms.len()).rev() {
-        let e = &tables[map[ctx[i] as usize] as usize][syms[i] as usize];
-        enc_put(&mut x[i % LANES], e, p, &mut words);
-    }
-    finish(&x, &words, out);
+    encode_with::<N>(syms.len(), models[0].precision, |i| &tables[map[ctx[i] as usize] as usize][syms[i] as usize], out);
 }
 
 /// Decoding tables of one or more models of one precision, concatenated:
@@ -123,6 +146,9 @@ pub struct DecTables {
     p: u32,
     fo: Vec<u32>,
     sym: Vec<u8>,
+    /// `sym << 24 | (freq - 1) << 12 | offset`: one gather gives a vector
+    /// decoder all three.
+    packed: Vec<u32>,
 }
 
 impl DecTables {
@@ -132,6 +158,7 @@ impl DecTables {
         let size = 1usize << p;
         let mut fo = vec![0u32; size * models.len()];
         let mut sym = vec![0u8; size * models.len()];
+        let mut packed = vec![0u32; size * models.len()];
         for (k, m) in models.iter().enumerate() {
             debug_assert_eq!(m.precision, p);
             let mut pos = k * size;
@@ -142,11 +169,14 @@ impl DecTables {
                 for (o, e) in fo[pos..pos + f as usize].iter_mut().enumerate() {
                     *e = (f << 16) | o as u32;
                 }
+                for (o, e) in packed[pos..pos + f as usize].iter_mut().enumerate() {
+                    *e = ((s as u32) << 24) | ((f - 1) << 12) | o as u32;
+                }
                 sym[pos..pos + f as usize].fill(s as u8);
                 pos += f as usize;
             }
         }
-        DecTables { p, fo, sym }
+        DecTables { p, fo, sym, packed }
     }
     pub fn models(&self) -> usize {
         self.fo.len() >> self.p
@@ -154,29 +184,29 @@ impl DecTables {
 }
 
 /// The decoder's state: lane states and the read position in the words.
-struct Dec<'a> {
-    x: [u32; LANES],
+struct Dec<'a, const N: usize> {
+    x: [u32; N],
     pos: usize,
     words: &'a [u8],
 }
 
-impl<'a> Dec<'a> {
-    fn parse(input: &'a [u8]) -> Result<Dec<'a>> {
-        if input.len() < LANES * 4 {
+impl<'a, const N: usize> Dec<'a, N> {
+    fn parse(input: &'a [u8]) -> Result<Dec<'a, N>> {
+        if input.len() < N * 4 {
             return Err(Error::truncated(format!(
                 "rANS: {} bytes, need {} for the coder states",
                 input.len(),
-                LANES * 4
+                N * 4
             )));
         }
-        let mut x = [0u32; LANES];
+        let mut x = [0u32; N];
         for (k, s) in x.iter_mut().enumerate() {
             *s = u32::from_le_bytes(input[k * 4..k * 4 + 4].try_into().expect("4 bytes"));
             if *s < RANS_L {
                 return Err(Error::corrupt(format!("rANS: lane {k} starts in an invalid state")));
             }
         }
-        let words = &input[LANES * 4..];
+        let words = &input[N * 4..];
         if words.len() % 2 != 0 {
             return Err(Error::corrupt("rANS: odd number of payload bytes"));
         }
@@ -203,9 +233,9 @@ impl<'a> Dec<'a> {
         Ok(t.sym[slot])
     }
 
-    /// Decode `groups` groups of `LANES` symbols, symbol `i` of `out` with
+    /// Decode `groups` groups of `N` symbols, symbol `i` of `out` with
     /// the model at `base(i)`, without bounds checks on the words. The
-    /// caller guarantees at least `groups * LANES` words are left: a group
+    /// caller guarantees at least `groups * N` words are left: a group
     /// reads at most one word per lane, so the read of a lane's next word,
     /// made before the lane knows whether it needs it, is in bounds.
     ///
@@ -216,16 +246,16 @@ impl<'a> Dec<'a> {
     #[inline(always)]
     fn groups<const P: u32>(&mut self, t: &DecTables, base: impl Fn(usize) -> usize, out: &mut [u8], groups: usize) {
         debug_assert_eq!(P, t.p);
-        debug_assert!(self.words.len() - self.pos >= 2 * LANES * groups && out.len() >= groups * LANES);
+        debug_assert!(self.words.len() - self.pos >= 2 * N * groups && out.len() >= groups * N);
         let mask = (1u32 << P) - 1;
         let mut x = self.x;
         // SAFETY (pointer): `pos` is within `words` (checked by the caller
         // as above), and it advances by at most one word per lane step.
         let mut w = unsafe { self.words.as_ptr().add(self.pos) };
         let start = w;
-        for (g, o) in out.chunks_exact_mut(LANES).take(groups).enumerate() {
-            for k in 0..LANES {
-                let slot = base(g * LANES + k) | (x[k] & mask) as usize;
+        for (g, o) in out.chunks_exact_mut(N).take(groups).enumerate() {
+            for k in 0..N {
+                let slot = base(g * N + k) | (x[k] & mask) as usize;
                 debug_assert!(slot < t.fo.len());
                 // SAFETY: `base` returns `m << p` for a model `m < models()`
                 // (checked where the bases are built) and `x & mask < 1 << p`,
@@ -233,13 +263,13 @@ impl<'a> Dec<'a> {
                 let (e, s) = unsafe { (*t.fo.get_unchecked(slot), *t.sym.get_unchecked(slot)) };
                 o[k] = s;
                 let v = (e >> 16).wrapping_mul(x[k] >> P).wrapping_add(e & 0xffff);
-                // SAFETY: at least `groups * LANES` words were left when the
+                // SAFETY: at least `groups * N` words were left when the
                 // run began and at most one is read per lane step, so a whole
                 // word starts at `w` (see above).
                 let next = unsafe { w.cast::<[u8; 2]>().read() };
                 let need = v < RANS_L;
                 x[k] = std::hint::select_unpredictable(need, (v << 16) | u16::from_le_bytes(next) as u32, v);
-                // SAFETY: stays within `words` (at most `groups * LANES` words).
+                // SAFETY: stays within `words` (at most `groups * N` words).
                 w = unsafe { w.add(2 * need as usize) };
             }
         }
@@ -251,15 +281,15 @@ impl<'a> Dec<'a> {
     /// Decode all of `out`: unchecked runs while enough words are left for
     /// them, then checked steps for the tail.
     fn run(&mut self, t: &DecTables, base: impl Fn(usize) -> usize + Copy, out: &mut [u8]) -> Result<()> {
-        let total = out.len() / LANES;
+        let total = out.len() / N;
         let mut g = 0;
         while g < total {
-            let run = ((self.words.len() - self.pos) / (2 * LANES)).min(total - g);
+            let run = ((self.words.len() - self.pos) / (2 * N)).min(total - g);
             if run == 0 {
                 break;
             }
-            let o = &mut out[g * LANES..];
-            let b = move |i: usize| base(g * LANES + i);
+            let o = &mut out[g * N..];
+            let b = move |i: usize| base(g * N + i);
             match t.p {
                 10 => self.groups::<10>(t, b, o, run),
                 11 => self.groups::<11>(t, b, o, run),
@@ -269,8 +299,14 @@ impl<'a> Dec<'a> {
             }
             g += run;
         }
-        for (i, o) in out.iter_mut().enumerate().skip(g * LANES) {
-            *o = self.step_checked(i % LANES, base(i), t)?;
+        self.finish_from(g * N, t, base, out)
+    }
+
+    /// Decode the symbols from `done` on with checked steps, then check
+    /// that the stream ended where it should.
+    fn finish_from(&mut self, done: usize, t: &DecTables, base: impl Fn(usize) -> usize, out: &mut [u8]) -> Result<()> {
+        for (i, o) in out.iter_mut().enumerate().skip(done) {
+            *o = self.step_checked(i % N, base(i), t)?;
         }
         if self.pos != self.words.len() {
             return Err(Error::corrupt(format!("rANS: {} payload bytes left over", self.words.len() - self.pos)));
@@ -282,14 +318,25 @@ impl<'a> Dec<'a> {
     }
 }
 
-/// Decode `out.len()` symbols coded with one model.
-pub fn decode(input: &[u8], t: &DecTables, out: &mut [u8]) -> Result<()> {
-    Dec::parse(input)?.run(t, |_| 0, out)
+/// Decode `out.len()` symbols coded with one model on `N` lanes.
+pub fn decode<const N: usize>(input: &[u8], t: &DecTables, out: &mut [u8]) -> Result<()> {
+    let mut d = Dec::<N>::parse(input)?;
+    #[cfg(target_arch = "x86_64")]
+    if N % 8 == 0 && N <= 32 && simd::available() {
+        let done = match N / 8 {
+            1 => simd::decode::<1>(&mut d.x[..], &mut d.pos, d.words, t, out),
+            2 => simd::decode::<2>(&mut d.x[..], &mut d.pos, d.words, t, out),
+            3 => simd::decode::<3>(&mut d.x[..], &mut d.pos, d.words, t, out),
+            _ => simd::decode::<4>(&mut d.x[..], &mut d.pos, d.words, t, out),
+        };
+        return d.finish_from(done, t, |_| 0, out);
+    }
+    d.run(t, |_| 0, out)
 }
 
-/// Decode `out.len()` symbols, symbol `i` with model `map[ctx[i]]` (map
-/// entries beyond the models fall back to model 0).
-pub fn decode_ctx(input: &[u8], t: &DecTables, ctx: &[u8], map: &[u8; 256], out: &mut [u8]) -> Result<()> {
+/// Decode `out.len()` symbols on `N` lanes, symbol `i` with model
+/// `map[ctx[i]]` (map entries beyond the models fall back to model 0).
+pub fn decode_ctx<const N: usize>(input: &[u8], t: &DecTables, ctx: &[u8], map: &[u8; 256], out: &mut [u8]) -> Result<()> {
     if ctx.len() != out.len() {
         return Err(Error::invalid("rANS: context length differs from output length"));
     }
@@ -298,12 +345,171 @@ pub fn decode_ctx(input: &[u8], t: &DecTables, ctx: &[u8], map: &[u8; 256], out:
         *b = if (m as usize) < t.models() { (m as usize) << t.p } else { 0 };
     }
     let base = &base;
-    Dec::parse(input)?.run(t, |i| base[ctx[i] as usize], out)
+    Dec::<N>::parse(input)?.run(t, |i| base[ctx[i] as usize], out)
+}
+
+/// The AVX2 decoder of eight-lane single-model streams.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::DecTables;
+    use std::arch::x86_64::*;
+
+    pub fn available() -> bool {
+        is_x86_feature_detected!("avx2")
+    }
+
+    /// For a 4-bit mask of lanes that renormalize: the `pshufb` control that
+    /// moves the next words (u16, in lane order) into those lanes (u32,
+    /// zero-extended) and zeros the others.
+    const fn shuffle_lut() -> [[u8; 16]; 16] {
+        let mut lut = [[0x80u8; 16]; 16];
+        let mut m = 0;
+        while m < 16 {
+            let mut k = 0;
+            let mut j = 0;
+            while j < 4 {
+                if m & (1 << j) != 0 {
+                    lut[m][4 * j] = 2 * k;
+                    lut[m][4 * j + 1] = 2 * k + 1;
+                    k += 1;
+                }
+                j += 1;
+            }
+            m += 1;
+        }
+        lut
+    }
+    static LUT: [[u8; 16]; 16] = shuffle_lut();
+
+    /// Decode whole groups of `8 * V` symbols (`V` vectors of eight lanes,
+    /// independent but for the shared word cursor, so that one vector's
+    /// gather latency hides behind the others' work) while at least
+    /// `16 * V + 8` payload bytes are left: a vector's two 16-byte word
+    /// loads start at most 8 bytes apart and a group reads at most 16 bytes
+    /// per vector, so every load is in bounds. Updates the lane states and
+    /// the cursor; returns the symbols decoded (a multiple of `8 * V`).
+    pub fn decode<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
+        assert!(x.len() == 8 * V && available() && t.models() == 1);
+        // SAFETY: AVX2 is available (checked above).
+        unsafe { decode_avx2::<V>(x, pos, words, t, out) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn decode_avx2<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
+        let per = 8 * V;
+        let groups = out.len() / per;
+        let mut p = *pos;
+        let mut g = 0;
+        // SAFETY: `x` has `8 * V` elements (asserted by the caller).
+        let mut xv: [__m256i; V] = std::array::from_fn(|j| unsafe { _mm256_loadu_si256(x.as_ptr().add(8 * j).cast()) });
+        let mask = _mm256_set1_epi32(((1u32 << t.p) - 1) as i32);
+        let m12 = _mm256_set1_epi32(0xfff);
+        let one = _mm256_set1_epi32(1);
+        let zero = _mm256_setzero_si256();
+        let shift = _mm_cvtsi32_si128(t.p as i32);
+        // Byte 3 of each u32 of a 128-bit half to its low 4 bytes.
+        let pick = _mm256_setr_epi8(
+            3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, //
+            3, 7, 11, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        );
+        let table = t.packed.as_ptr().cast::<i32>();
+        while g < groups && words.len() - p >= 16 * V + 8 {
+            let o = &mut out[g * per..(g + 1) * per];
+            for (j, xj) in xv.iter_mut().enumerate() {
+                let slot = _mm256_and_si256(*xj, mask);
+                // SAFETY: one model: `slot <= mask < 1 << p == packed.len()`.
+                let e = unsafe { _mm256_i32gather_epi32::<4>(table, slot) };
+                let f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32::<12>(e), m12), one);
+                let off = _mm256_and_si256(e, m12);
+                let v = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(*xj, shift)), off);
+                let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(v), zero);
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as u32;
+                let (lo, hi) = ((m & 15) as usize, (m >> 4) as usize);
+                let at_hi = p + 2 * lo.count_ones() as usize;
+                // SAFETY: `p + 16 * (V - j) + 8 <= words.len()` (the loop
+                // condition, less at most 16 bytes per earlier vector) and
+                // `at_hi <= p + 8`: both 16-byte loads are in bounds; the
+                // LUT index is below 16.
+                let (w_lo, w_hi) = unsafe {
+                    (
+                        _mm_shuffle_epi8(_mm_loadu_si128(words.as_ptr().add(p).cast()), _mm_loadu_si128(LUT[lo].as_ptr().cast())),
+                        _mm_shuffle_epi8(_mm_loadu_si128(words.as_ptr().add(at_hi).cast()), _mm_loadu_si128(LUT[hi].as_ptr().cast())),
+                    )
+                };
+                let w = _mm256_set_m128i(w_hi, w_lo);
+                *xj = _mm256_blendv_epi8(v, _mm256_or_si256(_mm256_slli_epi32::<16>(v), w), need);
+                p += 2 * m.count_ones() as usize;
+                let syms = _mm256_shuffle_epi8(e, pick);
+                let lo4 = _mm256_extract_epi32::<0>(syms) as u32 as u64;
+                let hi4 = _mm256_extract_epi32::<4>(syms) as u32 as u64;
+                o[8 * j..8 * j + 8].copy_from_slice(&(lo4 | (hi4 << 32)).to_le_bytes());
+            }
+            g += 1;
+        }
+        for (j, xj) in xv.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_si256(x.as_mut_ptr().add(8 * j).cast(), *xj) };
+        }
+        *pos = p;
+        g * per
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn skewed(n: usize, seed: u64) -> (Vec<u8>, Model) {
+        let mut r = crate::codec::entropy::tests::Rng(seed);
+        let syms: Vec<u8> = (0..n).map(|_| (120.0 + 3.0 * r.gauss()).clamp(0.0, 255.0) as u8).collect();
+        let m = Model::from_hist(&crate::codec::entropy::hist(&syms), 12).unwrap();
+        (syms, m)
+    }
+
+    /// The vector decoder and the scalar one agree, symbol for symbol and
+    /// in the end state, on every length around the group sizes.
+    #[test]
+    fn vector_and_scalar_decoders_agree() {
+        for n in [0, 1, 31, 32, 33, 64, 95, 1000, 4099, 100_000] {
+            let (syms, m) = skewed(n.max(1), n as u64);
+            let syms = &syms[..n];
+            let mut enc = Vec::new();
+            encode::<LANES8>(syms, &m, &mut enc);
+            let t = DecTables::new(std::slice::from_ref(&m));
+            let mut a = vec![0u8; n];
+            decode::<LANES8>(&enc, &t, &mut a).unwrap();
+            let mut b = vec![0u8; n];
+            Dec::<LANES8>::parse(&enc).unwrap().run(&t, |_| 0, &mut b).unwrap();
+            assert_eq!(a, syms, "vector path, {n} symbols");
+            assert_eq!(b, syms, "scalar path, {n} symbols");
+            // A truncated stream fails on both paths.
+            if !enc.is_empty() && n > 0 {
+                let cut = &enc[..enc.len() - 2];
+                assert!(decode::<LANES8>(cut, &t, &mut a).is_err());
+                assert!(Dec::<LANES8>::parse(cut).and_then(|mut d| d.run(&t, |_| 0, &mut b)).is_err());
+            }
+        }
+    }
+
+    /// Four-lane streams (written by earlier builds) still decode, with one
+    /// model and with a model per context.
+    #[test]
+    fn four_lane_streams_still_decode() {
+        let (syms, m) = skewed(5000, 3);
+        let mut enc = Vec::new();
+        encode::<LANES>(&syms, &m, &mut enc);
+        let mut out = vec![0u8; syms.len()];
+        decode::<LANES>(&enc, &DecTables::new(std::slice::from_ref(&m)), &mut out).unwrap();
+        assert_eq!(out, syms);
+        let ctx: Vec<u8> = (0..syms.len()).map(|i| (i % 3) as u8).collect();
+        let models = vec![m.clone(), Model::uniform(12)];
+        let mut map = [0u8; 256];
+        map[1] = 1;
+        enc.clear();
+        encode_ctx::<LANES>(&syms, &ctx, &map, &models, &mut enc);
+        decode_ctx::<LANES>(&enc, &DecTables::new(&models), &ctx, &map, &mut out).unwrap();
+        assert_eq!(out, syms);
+    }
 
     #[test]
     fn reciprocal_division_is_exact() {

@@ -174,3 +174,39 @@ fn bit_cost_matches_constriction() {
     assert!(ours < theirs * 1.005, "ours {ours} bytes, constriction {theirs}");
     assert!(ours > theirs * 0.95, "suspiciously small: ours {ours}, constriction {theirs}");
 }
+
+/// Streams in the layout of earlier builds (mode 1: four-lane rANS; with
+/// contexts, the raw contexts' symbols in one block and the coded ones
+/// interleaved in one stream) still decode.
+#[test]
+fn four_lane_streams_of_earlier_builds_decode() {
+    let syms = skewed(20_000, 12);
+    let m = Model::from_hist(&hist(&syms), 12).unwrap();
+    let mut enc = vec![MODE_RANS, 0];
+    m.write(&mut enc);
+    rans::encode::<{ rans::LANES }>(&syms, &m, &mut enc);
+    let mut out = vec![0u8; syms.len()];
+    decode_stream(&enc, None, &mut out).unwrap();
+    assert_eq!(out, syms);
+
+    // Contexts 0 and 1 coded (models 0 and 1), context 2 raw.
+    let ctx: Vec<u8> = (0..syms.len()).map(|i| (i * 7 % 3) as u8).collect();
+    let models = [m.clone(), Model::uniform(12)];
+    let mut map = [RAW_CTX; 256];
+    map[0] = 0;
+    map[1] = 1;
+    let mut enc = vec![MODE_RANS, 1];
+    models.iter().for_each(|m| m.write(&mut enc));
+    enc.extend_from_slice(&2u16.to_le_bytes());
+    enc.extend_from_slice(&[0, 0, 1, 1]);
+    let raw: Vec<u8> = syms.iter().zip(&ctx).filter(|(_, c)| **c == 2).map(|(s, _)| *s).collect();
+    crate::codec::put_block(&mut enc, &raw).unwrap();
+    let (cs, cc): (Vec<u8>, Vec<u8>) = syms.iter().zip(&ctx).filter(|(_, c)| **c != 2).map(|(s, c)| (*s, *c)).unzip();
+    rans::encode_ctx::<{ rans::LANES }>(&cs, &cc, &map, &models, &mut enc);
+    decode_stream(&enc, Some(&ctx), &mut out).unwrap();
+    assert_eq!(out, syms);
+    // And the current encoder writes the bucket layout, not this one.
+    let mut now = Vec::new();
+    encode_stream(&syms, Some(&ctx), &mut now).unwrap();
+    assert_eq!(now[0], MODE_BUCKETS);
+}

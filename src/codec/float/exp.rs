@@ -66,13 +66,13 @@ fn split_head(data: &[u8], w: usize, e: &mut Vec<u8>, sm: &mut Vec<u8>) {
     let n = data.len() / w;
     e.clear();
     sm.clear();
-    e.reserve(n);
-    sm.reserve(n);
-    for el in data.chunks_exact(w) {
+    e.resize(n, 0);
+    sm.resize(n, 0);
+    for ((el, e), sm) in data.chunks_exact(w).zip(e.iter_mut()).zip(sm.iter_mut()) {
         let lo = el[w - 2];
         let hi = el[w - 1];
-        e.push((hi << 1) | (lo >> 7));
-        sm.push((hi & 0x80) | (lo & 0x7f));
+        *e = (hi << 1) | (lo >> 7);
+        *sm = (hi & 0x80) | (lo & 0x7f);
     }
 }
 
@@ -99,10 +99,11 @@ impl Codec for Exp {
         let g = self.gain as f64 / 100.0;
         encode_stream_with(&sm, Some(&e), g, &mut block)?;
         put_block(out, &block)?;
-        let mut plane = Vec::with_capacity(e.len());
+        let mut plane = vec![0u8; e.len()];
         for k in (0..w - 2).rev() {
-            plane.clear();
-            plane.extend(data.chunks_exact(w).map(|el| el[k]));
+            for (p, el) in plane.iter_mut().zip(data.chunks_exact(w)) {
+                *p = el[k];
+            }
             block.clear();
             encode_stream_with(&plane, Some(&e), g, &mut block)?;
             put_block(out, &block)?;
