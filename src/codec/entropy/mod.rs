@@ -18,6 +18,7 @@
 //! gives frequency and offset, one gives the symbol), renormalizes branch-free
 //! with 16-bit words, and selects per-context tables by index arithmetic.
 
+mod merge;
 pub mod rans;
 
 use crate::error::{Error, Result};
@@ -249,16 +250,13 @@ fn model_bytes_estimate(h: &Hist) -> f64 {
 }
 
 const MODE_RAW: u8 = 0;
-/// One rANS stream; with contexts, the coded symbols interleaved in their
-/// order with a model switch per symbol (read, no longer written for
-/// context streams: [`MODE_BUCKETS`] decodes faster).
+/// Four-lane rANS. Without contexts: what earlier builds wrote (read, no
+/// longer written). With contexts: the raw contexts' symbols stored, the
+/// coded ones in one stream with a model switch per symbol.
 const MODE_RANS: u8 = 1;
 const MODE_CONST: u8 = 2;
-/// Context streams: the symbols sorted by context, raw contexts stored, the
-/// coded ones one eight-lane rANS stream per model.
-const MODE_BUCKETS: u8 = 3;
-/// One eight-lane rANS stream (the four-lane [`MODE_RANS`] of earlier
-/// builds is still read).
+/// One 32-lane rANS stream, decoded by AVX2 where the core has it. (Mode 3
+/// was a short-lived development layout and is not read.)
 const MODE_RANS8: u8 = 4;
 
 /// Fixed cost of a rANS stream: lane states plus precision and counts.
@@ -362,13 +360,12 @@ fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize, min_gain: f64) -> Option<
 ///
 /// Block: a mode byte, then for raw (0) the bytes; const (2): the symbol;
 /// rANS (4, no contexts): model count - 1 (0), the model, the 32-lane rANS
-/// payload; buckets (3, with contexts): model count - 1, the models, a u16
+/// payload; rANS with contexts (1): model count - 1, the models, a u16
 /// count of (context, model) pairs (unlisted contexts are raw), a
-/// u32-prefixed block of the raw contexts' symbols (sorted by context,
-/// stable), then per model a u32-prefixed 32-lane rANS stream of its
-/// contexts' symbols (sorted the same way). Mode 1 (four-lane rANS, the
-/// coded symbols of a context stream interleaved) is what earlier builds
-/// wrote; it is read, not written.
+/// u32-prefixed block of the raw contexts' symbols in order, then the
+/// four-lane rANS payload of the coded symbols in order, each with its
+/// context's model. Mode 1 without contexts is what earlier builds wrote
+/// for single streams: read, not written.
 pub fn encode_stream(syms: &[u8], ctx: Option<&[u8]>, out: &mut Vec<u8>) -> Result<()> {
     encode_stream_with(syms, ctx, MIN_GAIN, out)
 }
@@ -402,7 +399,7 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
         rans::encode::<{ rans::LANES8 }>(syms, &plan.models[0], out);
         return Ok(());
     };
-    out.push(MODE_BUCKETS);
+    out.push(MODE_RANS);
     out.push((plan.models.len() - 1) as u8);
     for m in &plan.models {
         m.write(out);
@@ -413,49 +410,39 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
         out.push(c as u8);
         out.push(plan.map[c]);
     }
-    // Stable bucket sort by context, then the raw buckets as one block and
-    // each model's buckets as one rANS stream, contexts ascending. The sort
-    // runs the four quarters side by side (independent cursors, as in the
-    // decoder's merge).
-    let quarters = count_quarters(ctx);
-    let mut cur = [[0usize; 256]; 4];
-    let mut start = [0usize; 257];
-    for c in 0..256 {
-        let mut at = start[c];
-        for (j, h) in quarters.iter().enumerate() {
-            cur[j][c] = at;
-            at += h[c];
+    let raw_count: usize = (0..256).filter(|&c| plan.map[c] == RAW_CTX).map(|c| hs.as_ref().expect("histograms")[c].iter().sum::<u64>() as usize).sum();
+    // Split into raw and coded symbols, branch-free (the split is about
+    // nine to one and unpredictable): write to both, advance one; a slot of
+    // slack each, cut off after.
+    let n_coded = syms.len() - raw_count;
+    let (mut raw, mut cs, mut cc) = (vec![0u8; raw_count + 1], vec![0u8; n_coded + 1], vec![0u8; n_coded + 1]);
+    let (mut ir, mut ic) = (0usize, 0usize);
+    let mut coded = [0usize; 256];
+    for (c, k) in coded.iter_mut().zip(&plan.map) {
+        *c = (*k != RAW_CTX) as usize;
+    }
+    let (rp, sp, cp) = (raw.as_mut_ptr(), cs.as_mut_ptr(), cc.as_mut_ptr());
+    for (&s, &c) in syms.iter().zip(ctx) {
+        let k = coded[c as usize];
+        // SAFETY: `raw_count` and `n_coded` are the counts of raw and coded
+        // symbols (from the histograms of these very symbols), so before
+        // each store `ir <= raw_count` and `ic <= n_coded`, within the
+        // buffers' `count + 1` slots. (Indexing reloaded the three buffers
+        // from the stack on every symbol: measured 2x slower.)
+        unsafe {
+            *rp.add(ir) = s;
+            *sp.add(ic) = s;
+            *cp.add(ic) = c;
         }
-        start[c + 1] = at;
+        ic += k;
+        ir += 1 - k;
     }
-    let mut sorted = vec![0u8; syms.len()];
-    let q = syms.len() / 4;
-    for i in 0..q {
-        for j in 0..4 {
-            let c = ctx[j * q + i] as usize;
-            sorted[cur[j][c]] = syms[j * q + i];
-            cur[j][c] += 1;
-        }
-    }
-    for i in 4 * q..syms.len() {
-        let c = ctx[i] as usize;
-        sorted[cur[3][c]] = syms[i];
-        cur[3][c] += 1;
-    }
-    let gather = |want: u8| -> Vec<u8> {
-        let mut v = Vec::new();
-        for c in (0..256).filter(|&c| plan.map[c] == want) {
-            v.extend_from_slice(&sorted[start[c]..start[c + 1]]);
-        }
-        v
-    };
-    crate::codec::put_block(out, &gather(RAW_CTX))?;
-    let mut block = Vec::new();
-    for (m, model) in plan.models.iter().enumerate() {
-        block.clear();
-        rans::encode::<{ rans::LANES8 }>(&gather(m as u8), model, &mut block);
-        crate::codec::put_block(out, &block)?;
-    }
+    debug_assert!(ir == raw_count && ic == n_coded);
+    raw.truncate(raw_count);
+    cs.truncate(n_coded);
+    cc.truncate(n_coded);
+    crate::codec::put_block(out, &raw)?;
+    rans::encode_ctx::<{ rans::LANES }>(&cs, &cc, &plan.map, &plan.models, out);
     Ok(())
 }
 
@@ -554,11 +541,11 @@ fn decode_ctx_stream(input: &[u8], ctx: &[u8], out: &mut [u8]) -> Result<()> {
             }
             let raw = r.block()?;
             let payload = r.rest();
-            let mut flag = [0usize; 256];
+            let mut flag = [0u8; 256];
             for (fl, &m) in flag.iter_mut().zip(&map) {
-                *fl = (m != RAW_CTX) as usize;
+                *fl = (m != RAW_CTX) as u8;
             }
-            let n_coded: usize = ctx.iter().map(|&c| flag[c as usize]).sum();
+            let (masks, n_coded) = merge::coded_masks(ctx, &flag);
             if raw.len() != n - n_coded {
                 return Err(Error::corrupt(format!(
                     "entropy stream: {} raw bytes for {} raw symbols",
@@ -566,144 +553,16 @@ fn decode_ctx_stream(input: &[u8], ctx: &[u8], out: &mut [u8]) -> Result<()> {
                     n - n_coded
                 )));
             }
-            // Pass 1, branch-free: every position takes the raw cursor's
-            // symbol (clamped: past the last raw symbol a coded position
-            // takes a placeholder) and the cursor advances past raw
-            // positions only; coded positions and their contexts are
-            // written always and kept when coded (one slot of slack).
-            let mut pos = vec![0u32; n_coded + 1];
-            let mut cc = vec![0u8; n_coded + 1];
-            let raw: &[u8] = if raw.is_empty() { &[0] } else { raw };
-            let last = raw.len() - 1;
-            let (mut ir, mut ic) = (0usize, 0usize);
-            for (i, (o, &c)) in out.iter_mut().zip(ctx).enumerate() {
-                let fl = flag[c as usize];
-                // SAFETY: `ir.min(last) < raw.len()`; `ic` counts the coded
-                // positions before `i`, at most `n_coded`, and `pos` and `cc`
-                // have `n_coded + 1` slots.
-                unsafe {
-                    *o = *raw.get_unchecked(ir.min(last));
-                    *pos.get_unchecked_mut(ic) = i as u32;
-                    *cc.get_unchecked_mut(ic) = c;
-                }
-                ic += fl;
-                ir += 1 - fl;
-            }
-            cc.truncate(n_coded);
+            let cc = merge::gather(ctx, &masks, n_coded);
             let mut cs = vec![0u8; n_coded];
             rans::decode_ctx::<{ rans::LANES }>(payload, &rans::DecTables::new(&models), &cc, &map, &mut cs)?;
-            // Pass 3: the coded symbols to their positions.
-            for (&p, &s) in pos.iter().zip(&cs) {
-                out[p as usize] = s;
-            }
+            merge::merge(&masks, raw, &cs, out);
             Ok(())
         }
-        MODE_BUCKETS => decode_buckets(&mut r, ctx, out),
         m => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
     }
 }
 
-/// Context histograms of the four quarters of `ctx` (the last takes the
-/// remainder), counted in one interleaved loop: four independent counters
-/// per context, so that runs of one context do not serialize on one.
-fn count_quarters(ctx: &[u8]) -> [[usize; 256]; 4] {
-    let q = ctx.len() / 4;
-    let mut h = [[0usize; 256]; 4];
-    for i in 0..q {
-        h[0][ctx[i] as usize] += 1;
-        h[1][ctx[q + i] as usize] += 1;
-        h[2][ctx[2 * q + i] as usize] += 1;
-        h[3][ctx[3 * q + i] as usize] += 1;
-    }
-    for &c in &ctx[4 * q..] {
-        h[3][c as usize] += 1;
-    }
-    h
-}
-
-/// Decode a [`MODE_BUCKETS`] stream (after its mode byte): the buckets are
-/// rebuilt in context order in one buffer, then each position takes the next
-/// symbol of its context's bucket (one load, one store and a cursor per
-/// symbol, whatever mix of raw and coded contexts).
-fn decode_buckets(r: &mut crate::codec::Reader, ctx: &[u8], out: &mut [u8]) -> Result<()> {
-    let models = read_models(r)?;
-    let nm = models.len();
-    let mut map = [RAW_CTX; 256];
-    let k = r.u16()? as usize;
-    for _ in 0..k {
-        let c = r.u8()?;
-        let m = r.u8()?;
-        if m as usize >= nm {
-            return Err(Error::corrupt(format!("entropy stream: context {c} uses model {m} of {nm}")));
-        }
-        map[c as usize] = m;
-    }
-    let quarters = count_quarters(ctx);
-    let count: [usize; 256] = std::array::from_fn(|c| quarters.iter().map(|h| h[c]).sum());
-    let want = |m: u8| -> usize { (0..256).filter(|&c| map[c] == m).map(|c| count[c]).sum() };
-    let raw = r.block()?;
-    if raw.len() != want(RAW_CTX) {
-        return Err(Error::corrupt(format!(
-            "entropy stream: {} raw bytes for {} raw symbols",
-            raw.len(),
-            want(RAW_CTX)
-        )));
-    }
-    let mut coded: Vec<Vec<u8>> = Vec::with_capacity(nm);
-    for (m, model) in models.iter().enumerate() {
-        let mut buf = vec![0u8; want(m as u8)];
-        rans::decode::<{ rans::LANES8 }>(r.block()?, &rans::DecTables::new(std::slice::from_ref(model)), &mut buf)?;
-        coded.push(buf);
-    }
-    r.finish()?;
-    // The buckets in context order, and each quarter's cursor per context
-    // (the merge runs the four quarters side by side: four independent
-    // cursor chains where one would wait on its own last store).
-    let mut all = Vec::with_capacity(out.len());
-    let mut cur = [[0usize; 256]; 4];
-    let mut taken = vec![0usize; nm];
-    let mut raw_at = 0;
-    for c in 0..256 {
-        let mut at = all.len();
-        for (j, h) in quarters.iter().enumerate() {
-            cur[j][c] = at;
-            at += h[c];
-        }
-        let n = count[c];
-        if map[c] == RAW_CTX {
-            all.extend_from_slice(&raw[raw_at..raw_at + n]);
-            raw_at += n;
-        } else {
-            let m = map[c] as usize;
-            all.extend_from_slice(&coded[m][taken[m]..taken[m] + n]);
-            taken[m] += n;
-        }
-    }
-    debug_assert_eq!(all.len(), out.len());
-    // In bounds: quarter j's cursor of context c starts at its share of
-    // the bucket and advances once per position of context c in quarter j.
-    let q = out.len() / 4;
-    let (o0, rest) = out.split_at_mut(q);
-    let (o1, rest) = rest.split_at_mut(q);
-    let (o2, o3) = rest.split_at_mut(q);
-    let (c0, c1, c2, c3) = (&ctx[..q], &ctx[q..2 * q], &ctx[2 * q..3 * q], &ctx[3 * q..]);
-    for i in 0..q {
-        for (j, (o, c)) in [(&mut o0[i], c0[i]), (&mut o1[i], c1[i]), (&mut o2[i], c2[i]), (&mut o3[i], c3[i])]
-            .into_iter()
-            .enumerate()
-        {
-            let at = &mut cur[j][c as usize];
-            *o = all[*at];
-            *at += 1;
-        }
-    }
-    for (o, &c) in o3[q..].iter_mut().zip(&c3[q..]) {
-        let at = &mut cur[3][c as usize];
-        *o = all[*at];
-        *at += 1;
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 pub(crate) mod tests;
