@@ -12,11 +12,13 @@
 //! core, against > 1 GB/s needed to decode BF16 weights faster than zstd and
 //! ZipNN). Its generic `DecoderModel` interface decodes one symbol at a time
 //! through trait calls with a single coder state, which serializes every
-//! symbol on the previous one's state update. The coder here keeps four
-//! independent rANS states interleaved over one word stream (so a core works
-//! on four symbols at once), decodes through a flat per-slot table (one load
-//! gives frequency and offset, one gives the symbol), renormalizes branch-free
-//! with 16-bit words, and selects per-context tables by index arithmetic.
+//! symbol on the previous one's state update. The coder here keeps 32
+//! independent rANS states interleaved over one word stream, decoded eight at
+//! a time by AVX2 (one gather of packed table entries per eight symbols, a
+//! shuffle table to renormalize) or by a branch-free scalar loop; context
+//! streams (four lanes) select per-context tables by index arithmetic. On
+//! MiniLM-BF16 exponents the vector decoder takes about 1.1 ns per symbol on
+//! one core of the reference machine, the scalar one about 2.3.
 
 mod merge;
 pub mod rans;
@@ -500,14 +502,9 @@ fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
 
 /// Decode a context-conditioned block. In the float codecs most symbols
 /// sit in raw contexts (the near-uniform mantissas of common exponents) and
-/// about one in ten in coded ones, so the decoder works in three passes,
-/// each a tight loop: one over the contexts that writes the next raw symbol
-/// to every position (a coded position gets a placeholder that is
-/// overwritten) and gathers the coded positions and their contexts; the
-/// rANS decode of the coded symbols; and a scatter of those to their
-/// positions. Measured against a per-symbol select of the two sources
-/// (`examples/codec_speed.rs`, MiniLM-BF16, `exp`): decode went from 332 to
-/// the figure in the README.
+/// about one in ten in coded ones: the decoder marks the coded positions in
+/// a bitmask, decodes the coded symbols (their contexts gathered from the
+/// mask), and merges the two sources by the mask ([`merge`]).
 fn decode_ctx_stream(input: &[u8], ctx: &[u8], out: &mut [u8]) -> Result<()> {
     let n = ctx.len();
     if n > u32::MAX as usize {
