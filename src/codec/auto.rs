@@ -93,12 +93,12 @@ pub fn choose(dtype: DType, data: &[u8]) -> Result<String> {
         // smaller than exp. `exp` stays unless planes>zstd wins by 5 % on the
         // sample (at 1 % sample noise flipped F32 tensors of MiniLM, costing a
         // point over the file).
-        let exp = trial_size(dtype, &s, "exp:gain=2")?;
+        let exp = trial_size(dtype, &s, "exp:gain=3")?;
         let planes = trial_size(dtype, &s, "planes>zstd:level=3")?;
-        return Ok(if planes * 100 < exp * 95 { "planes>zstd:level=3" } else { "exp:gain=2" }.into());
+        return Ok(if planes * 100 < exp * 95 { "planes>zstd:level=3" } else { "exp:gain=3" }.into());
     }
     let mut best: Option<(usize, &str)> = None;
-    for spec in ["zstd:level=3", "planes>zstd:level=3", "exp:gain=2"] {
+    for spec in ["zstd:level=3", "planes>zstd:level=3", "exp:gain=3"] {
         let n = trial_size(dtype, &s, spec)?;
         if best.is_none_or(|(b, _)| n < b) {
             best = Some((n, spec));
@@ -160,9 +160,9 @@ mod tests {
 
     #[test]
     fn decisions() {
-        assert_eq!(pick(DType::BF16, &gaussian(DType::BF16, 50_000, 0.02, 1)), "exp:gain=2");
-        assert_eq!(pick(DType::F32, &gaussian(DType::F32, 50_000, 0.02, 1)), "exp:gain=2");
-        assert_eq!(pick(DType::F8E4M3, &gaussian(DType::F8E4M3, 50_000, 0.02, 1)), "exp:gain=2");
+        assert_eq!(pick(DType::BF16, &gaussian(DType::BF16, 50_000, 0.02, 1)), "exp:gain=3");
+        assert_eq!(pick(DType::F32, &gaussian(DType::F32, 50_000, 0.02, 1)), "exp:gain=3");
+        assert_eq!(pick(DType::F8E4M3, &gaussian(DType::F8E4M3, 50_000, 0.02, 1)), "exp:gain=3");
         // Sinusoidal position encodings (as in Whisper's encoder): LZ structure
         // an order-0 coder cannot see, so planes>zstd wins the trial.
         let pe: Vec<u8> = (0..300)
@@ -201,7 +201,7 @@ mod tests {
         let data = gaussian(DType::BF16, 1000, 1.0, 2);
         let i = ChunkInfo { name: "t", dtype: DType::BF16, shape: &[], offset: 0 };
         let enc = encode_all(&*c, &i, &data).unwrap();
-        assert_eq!(&enc[1..11], b"exp:gain=2");
+        assert_eq!(&enc[1..11], b"exp:gain=3");
         for cut in 0..enc.len() {
             assert!(decode_all(&*c, &i, &enc[..cut], data.len()).is_err());
         }
@@ -232,7 +232,7 @@ mod tests {
             let mut out = Vec::new();
             let index = compress(&file, "t.safetensors", &mut out, &opts).unwrap();
             let picks: Vec<&str> = index.tensors.iter().map(|t| t.codec.as_str()).collect();
-            assert_eq!(picks, ["exp:gain=2", "const", "table", "exp:gain=2"]);
+            assert_eq!(picks, ["exp:gain=3", "const", "table", "exp:gain=3"]);
             let a = Archive::open(&out).unwrap();
             for (i, t) in tensors.iter().enumerate() {
                 assert!(a.read_tensor(i).unwrap() == t.data, "{}", t.name);

@@ -13,8 +13,8 @@
 //! `N` lanes can be decoded `N` symbols at a time by SIMD: with `N = 8` and
 //! AVX2 one vector holds the eight states, one gather fetches their table
 //! entries, and a shuffle hands the next words to the lanes that need them
-//! ([`LANES8`], what the encoders write now; four-lane streams of earlier
-//! builds are still read). Tried and measured on the exponents of
+//! ([`LANES8`] = 32 lanes, four vectors, for long streams; [`LANES`] = 4
+//! for short ones and context streams). Tried and measured on the exponents of
 //! MiniLM-BF16 (AMD EPYC, one core): scalar, eight lanes or a word stream
 //! per lane were no faster than four lanes sharing one stream once the step
 //! was branch-free (about 2 ns per symbol): the step's instruction count,

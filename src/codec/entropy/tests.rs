@@ -175,9 +175,9 @@ fn bit_cost_matches_constriction() {
     assert!(ours > theirs * 0.95, "suspiciously small: ours {ours}, constriction {theirs}");
 }
 
-/// Four-lane streams built by hand (mode 1: what earlier builds wrote for
-/// single streams, and the context layout: raw contexts' symbols in one
-/// block, the coded ones interleaved in one stream) decode.
+/// Four-lane streams built by hand (mode 1: single streams, and the context
+/// layout: raw contexts' symbols in one block, the coded ones interleaved in
+/// one stream) decode.
 #[test]
 fn four_lane_streams_of_earlier_builds_decode() {
     let syms = skewed(20_000, 12);
@@ -205,10 +205,13 @@ fn four_lane_streams_of_earlier_builds_decode() {
     rans::encode_ctx::<{ rans::LANES }>(&cs, &cc, &map, &models, &mut enc);
     decode_stream(&enc, Some(&ctx), &mut out).unwrap();
     assert_eq!(out, syms);
-    // The current encoder writes single streams as 32-lane rANS; context
-    // streams keep this layout.
+    // The current encoder writes long single streams as 32-lane rANS,
+    // short ones and context streams in this layout.
     let mut now = Vec::new();
     encode_stream(&syms, None, &mut now).unwrap();
+    assert_eq!(now[0], MODE_RANS);
+    now.clear();
+    encode_stream(&skewed(WIDE_FROM, 1), None, &mut now).unwrap();
     assert_eq!(now[0], MODE_RANS8);
     now.clear();
     encode_stream(&syms, Some(&ctx), &mut now).unwrap();

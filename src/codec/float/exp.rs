@@ -23,9 +23,13 @@ use crate::error::{Error, Result};
 use crate::tensor::DType;
 
 /// `gain`: the percentage of its raw size the mantissa bytes of one exponent
-/// must save to be entropy coded (default 2); the others are stored raw and
+/// must save to be entropy coded (default 3); the others are stored raw and
 /// decode at memory speed. `gain=100` stores all mantissas raw (fastest),
-/// `gain=0` codes every exponent's mantissas that save anything.
+/// `gain=0` codes every exponent's mantissas that save anything. Measured on
+/// MiniLM-BF16 (`examples/codec_speed.rs`, one core): gain 2 / 3 / 4 / 100
+/// give 66.09 / 66.14 / 66.18 / 66.35 % against a floor of 65.85 %, and
+/// decode at 0.9 / 1.0 / 1.1 / 1.6 times `zstd -3`; 3 is the largest gain
+/// within 0.3 points of the floor.
 #[derive(Debug, Clone, Copy)]
 pub struct Exp {
     pub gain: u32,
@@ -33,7 +37,7 @@ pub struct Exp {
 
 impl Default for Exp {
     fn default() -> Self {
-        Exp { gain: 2 }
+        Exp { gain: 3 }
     }
 }
 
@@ -47,7 +51,7 @@ pub const EXP: StageDef = StageDef {
         if let Some(n) = next {
             return Err(Error::invalid(format!("'exp' is a coder and cannot feed '{}'", n.spec())));
         }
-        let gain = p.int("gain", 2, 0, 100)? as u32;
+        let gain = p.int("gain", 3, 0, 100)? as u32;
         Ok(Box::new(Exp { gain }))
     },
 };
@@ -176,7 +180,7 @@ mod tests {
     #[test]
     fn round_trips_every_float_dtype_and_shape() {
         let c = build("exp").unwrap();
-        assert_eq!(c.spec(), "exp:gain=2");
+        assert_eq!(c.spec(), "exp:gain=3");
         assert_eq!(build("exp:gain=100").unwrap().spec(), "exp:gain=100");
         assert!(build("exp:gain=101").is_err());
         for Case { name, dtype, data } in cases() {
