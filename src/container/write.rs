@@ -131,7 +131,7 @@ fn encode_job(codec: &dyn Codec, job: &Job, check: bool) -> Result<Done> {
 
 /// Compress safetensors bytes (usually a memory map) into `out`.
 /// Returns the index that was written.
-pub fn compress<W: Write>(file: &[u8], file_name: &str, out: W, opts: &CompressOptions) -> Result<Index> {
+pub fn compress<W: Write + Send>(file: &[u8], file_name: &str, out: W, opts: &CompressOptions) -> Result<Index> {
     let st = SafeTensors::parse(file)?;
     let views: Vec<TensorView> = st.views().collect();
     let bar = crate::progress::bytes_bar(file.len() as u64, "compress", opts.progress);
@@ -145,8 +145,9 @@ pub fn compress<W: Write>(file: &[u8], file_name: &str, out: W, opts: &CompressO
     // The codec of each tensor (auto resolves per tensor), then duplicates:
     // a lossless tensor whose bytes equal an earlier lossless one.
     let base = codec::build(&opts.codec)?;
+    // In parallel: `auto` tries codecs on a sample of every tensor.
     let codecs: Vec<Option<Box<dyn Codec>>> = views
-        .iter()
+        .par_iter()
         .map(|v| base.resolve(v).with_context(|| format!("tensor '{}'", v.name)))
         .collect::<Result<_>>()?;
     let lossless_at = |i: usize| codecs[i].as_deref().unwrap_or(base.as_ref()).fidelity().is_lossless();
@@ -218,14 +219,18 @@ pub fn compress<W: Write>(file: &[u8], file_name: &str, out: W, opts: &CompressO
     let mut out_hasher = records.iter().any(|r| !r.lossless).then(|| Sha256::new_with_prefix(st.header_bytes));
     let mut hashed_upto = 0usize; // tensors before this one are in out_hasher
     let window = rayon::current_num_threads().max(1) * 2;
-    for batch in jobs.chunks(window) {
-        let done: Vec<Result<Done>> = batch
+    let encode = |batch: &[Job]| -> Vec<Result<Done>> {
+        batch
             .par_iter()
             .map(|j| {
                 encode_job(codec_of(j.tensor), j, opts.check)
                     .with_context(|| format!("tensor '{}' at byte {}", j.info.name, j.info.offset))
             })
-            .collect();
+            .collect()
+    };
+    // The window encoded last is hashed and written while the next one
+    // encodes (with two or more threads the writes overlap the encoding).
+    let mut write = |batch: &[Job], done: Vec<Result<Done>>| -> Result<()> {
         for (job, d) in batch.iter().zip(done) {
             let d = d?;
             if let Some(h) = out_hasher.as_mut() {
@@ -249,6 +254,16 @@ pub fn compress<W: Write>(file: &[u8], file_name: &str, out: W, opts: &CompressO
             records[job.tensor].chunks.push(entry);
             bar.inc(job.data.len() as u64);
         }
+        Ok(())
+    };
+    let mut pending: Option<(&[Job], Vec<Result<Done>>)> = None;
+    for batch in jobs.chunks(window) {
+        let (done, wrote) = rayon::join(|| encode(batch), || pending.take().map_or(Ok(()), |(b, d)| write(b, d)));
+        wrote?;
+        pending = Some((batch, done));
+    }
+    if let Some((b, d)) = pending.take() {
+        write(b, d)?;
     }
     for (r, h) in records.iter_mut().zip(lossy_hashers) {
         if let Some(h) = h {
