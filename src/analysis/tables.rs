@@ -155,30 +155,30 @@ pub fn table_3_2(t: &TensorAnalysis, p: Option<&PublishedEntropy>) -> String {
         };
         let _ = writeln!(s, "| {name} | {} | {:.2} | {label} | {matched} |", pl.holds, pl.entropy);
     }
-    if let (true, Some(p), Some(ol)) = (two, p, ours_lo_plane) {
-        if let (Some(h), Some(l)) = (p.high_byte_bits, p.low_byte_bits) {
-            let study_says_high_is_low_entropy = h < l;
-            let ours_high_is_low_entropy = ol == 1;
-            let _ = writeln!(s);
-            if study_says_high_is_low_entropy != ours_high_is_low_entropy {
-                let _ = writeln!(
-                    s,
-                    "**The study's labels are swapped relative to the bytes.** In little-endian {dt} the high byte (plane 1, \
-                     the second byte of each element) holds {h1}; here it measures {e1:.2} bits and the low byte ({h0}) \
-                     {e0:.2} bits. The study calls the {hb:.2}-bit plane the high byte and the {lb:.2}-bit plane the low byte: \
-                     its numbers match ours only with the labels exchanged, so its \"high byte\" is the mantissa-carrying \
-                     byte and its \"low byte\" the sign/exponent byte.",
-                    dt = t.dtype,
-                    h1 = t.planes[1].holds,
-                    e1 = t.planes[1].entropy,
-                    h0 = t.planes[0].holds,
-                    e0 = t.planes[0].entropy,
-                    hb = h,
-                    lb = l,
-                );
-            } else {
-                let _ = writeln!(s, "The study's labels agree with the bytes: the high byte is the lower-entropy plane in both.");
-            }
+    if let (true, Some(p), Some(ol)) = (two, p, ours_lo_plane)
+        && let (Some(h), Some(l)) = (p.high_byte_bits, p.low_byte_bits)
+    {
+        let study_says_high_is_low_entropy = h < l;
+        let ours_high_is_low_entropy = ol == 1;
+        let _ = writeln!(s);
+        if study_says_high_is_low_entropy != ours_high_is_low_entropy {
+            let _ = writeln!(
+                s,
+                "**The study's labels are swapped relative to the bytes.** In little-endian {dt} the high byte (plane 1, \
+                 the second byte of each element) holds {h1}; here it measures {e1:.2} bits and the low byte ({h0}) \
+                 {e0:.2} bits. The study calls the {hb:.2}-bit plane the high byte and the {lb:.2}-bit plane the low byte: \
+                 its numbers match ours only with the labels exchanged, so its \"high byte\" is the mantissa-carrying \
+                 byte and its \"low byte\" the sign/exponent byte.",
+                dt = t.dtype,
+                h1 = t.planes[1].holds,
+                e1 = t.planes[1].entropy,
+                h0 = t.planes[0].holds,
+                e0 = t.planes[0].entropy,
+                hb = h,
+                lb = l,
+            );
+        } else {
+            let _ = writeln!(s, "The study's labels agree with the bytes: the high byte is the lower-entropy plane in both.");
         }
     }
     s

@@ -79,7 +79,7 @@ pub fn choose(dtype: DType, data: &[u8]) -> Result<String> {
         1 => 16,
         _ => 256,
     };
-    if max > 0 && data.len() % w == 0 {
+    if max > 0 && data.len().is_multiple_of(w) {
         let s = sample(dtype, data);
         if distinct_values(&s, w, max).is_some() && distinct_values(data, w, max).is_some() {
             return Ok("table".into());

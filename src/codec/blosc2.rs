@@ -83,7 +83,7 @@ impl Codec for Blosc2 {
     fn encode(&self, info: &ChunkInfo, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         init();
         let typesize = match info.dtype.size() {
-            Some(w) if data.len() % w == 0 && w <= 255 => w,
+            Some(w) if data.len().is_multiple_of(w) && w <= 255 => w,
             _ => 1,
         };
         let srcsize = i32::try_from(data.len())

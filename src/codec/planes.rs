@@ -67,7 +67,7 @@ pub fn join_planes(planes: &[Vec<u8>], out: &mut [u8]) {
 impl Planes {
     fn width(info: &ChunkInfo, len: usize) -> usize {
         match info.dtype.size() {
-            Some(w) if w > 1 && len % w == 0 => w,
+            Some(w) if w > 1 && len.is_multiple_of(w) => w,
             _ => 1,
         }
     }

@@ -188,7 +188,7 @@ impl<'a> Archive<'a> {
             }
         }
         let window = rayon::current_num_threads().max(1) * 2;
-        let decode = |batch: &[(usize, usize, u64)]| -> Vec<Result<Vec<u8>>> {
+        let decode = |batch: &[ChunkJob]| -> Decoded {
             batch
                 .par_iter()
                 .map(|&(t, c, off)| {
@@ -204,7 +204,7 @@ impl<'a> Archive<'a> {
                 })
                 .collect()
         };
-        let mut pending: Option<(&[(usize, usize, u64)], Vec<Result<Vec<u8>>>)> = None;
+        let mut pending: Option<(&[ChunkJob], Decoded)> = None;
         for batch in jobs.chunks(window) {
             let (decoded, wrote) =
                 rayon::join(|| decode(batch), || pending.take().map_or(Ok(()), |(b, d)| self.write_batch(&mut w, opts, b, d)));
@@ -232,8 +232,8 @@ impl<'a> Archive<'a> {
         &self,
         w: &mut StreamWriter<'_>,
         opts: &DecodeOptions,
-        batch: &[(usize, usize, u64)],
-        decoded: Vec<Result<Vec<u8>>>,
+        batch: &[ChunkJob],
+        decoded: Decoded,
     ) -> Result<()> {
         for (&(t, c, _), d) in batch.iter().zip(decoded) {
             let d = d?;
@@ -255,6 +255,11 @@ impl<'a> Archive<'a> {
         Ok(())
     }
 }
+
+/// A chunk to decode: (tensor, chunk of its stored tensor, offset in the tensor).
+type ChunkJob = (usize, usize, u64);
+/// A window's decoded chunks, in order.
+type Decoded = Vec<Result<Vec<u8>>>;
 
 /// The sequential end of [`Archive::stream`]: output, hashes, progress.
 struct StreamWriter<'a> {

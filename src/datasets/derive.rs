@@ -302,7 +302,7 @@ pub fn derive_file(bytes: &[u8], source_sha256: &str, dataset: &str, variant: Va
         pos += len;
     }
     let mut header = serde_json::to_string(&serde_json::Value::Object(map)).expect("json");
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     crate::io::write_atomic(out, |w| {

@@ -118,7 +118,7 @@ impl DType {
     /// are handled as opaque packed bytes.
     pub fn size(self) -> Option<usize> {
         let b = self.bits();
-        (b % 8 == 0).then_some((b / 8) as usize)
+        b.is_multiple_of(8).then_some((b / 8) as usize)
     }
 
     /// The granularity in bytes at which a tensor of this dtype may be split

@@ -277,7 +277,7 @@ fn header_json(tensors: &[TensorView<'_>], metadata: Option<&BTreeMap<String, St
         pos = end;
     }
     let mut s = serde_json::to_string(&serde_json::Value::Object(map)).expect("json");
-    while s.len() % 8 != 0 {
+    while !s.len().is_multiple_of(8) {
         s.push(' ');
     }
     Ok(s)

@@ -189,7 +189,7 @@ impl<'a, const N: usize> Dec<'a, N> {
             }
         }
         let words = &input[N * 4..];
-        if words.len() % 2 != 0 {
+        if !words.len().is_multiple_of(2) {
             return Err(Error::corrupt("rANS: odd number of payload bytes"));
         }
         Ok(Dec { x, pos: 0, words })
@@ -304,7 +304,7 @@ impl<'a, const N: usize> Dec<'a, N> {
 pub fn decode<const N: usize>(input: &[u8], t: &DecTables, out: &mut [u8]) -> Result<()> {
     let mut d = Dec::<N>::parse(input)?;
     #[cfg(target_arch = "x86_64")]
-    if N % 8 == 0 && N <= 32 && simd::available() {
+    if N.is_multiple_of(8) && N <= 32 && simd::available() {
         let done = match N / 8 {
             1 => simd::decode::<1>(&mut d.x[..], &mut d.pos, d.words, t, out),
             2 => simd::decode::<2>(&mut d.x[..], &mut d.pos, d.words, t, out),

@@ -60,7 +60,7 @@ pub const EXP: StageDef = StageDef {
 /// types of 2 or more bytes, else 1 (byte symbols).
 fn width(dtype: DType, len: usize) -> usize {
     match dtype.size() {
-        Some(w @ (2 | 4 | 8)) if dtype.is_float() && len % w == 0 => w,
+        Some(w @ (2 | 4 | 8)) if dtype.is_float() && len.is_multiple_of(w) => w,
         _ => 1,
     }
 }

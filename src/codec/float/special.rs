@@ -27,7 +27,7 @@ fn unit(dtype: DType) -> usize {
 /// True if `data` is one `unit`-byte value repeated (and not empty).
 pub fn is_constant(dtype: DType, data: &[u8]) -> bool {
     let u = unit(dtype);
-    !data.is_empty() && data.len() % u == 0 && data.chunks_exact(u).all(|c| c == &data[..u])
+    !data.is_empty() && data.len().is_multiple_of(u) && data.chunks_exact(u).all(|c| c == &data[..u])
 }
 
 // --- const -------------------------------------------------------------------
@@ -70,7 +70,7 @@ impl Codec for Const {
                 let u = unit(info.dtype);
                 let v = r.bytes(u)?;
                 r.finish()?;
-                if out.len() % u != 0 {
+                if !out.len().is_multiple_of(u) {
                     return Err(Error::corrupt(format!("const: {} bytes is not a whole number of {u}-byte values", out.len())));
                 }
                 for c in out.chunks_exact_mut(u) {
@@ -104,7 +104,7 @@ pub const TABLE: StageDef = StageDef {
 /// sub-byte types (their bytes are the values), 0 if too wide.
 fn value_width(dtype: DType, len: usize) -> usize {
     match dtype.size() {
-        Some(w) if w <= 8 && len % w == 0 => w,
+        Some(w) if w <= 8 && len.is_multiple_of(w) => w,
         Some(_) => 0,
         None => 1,
     }

@@ -69,7 +69,7 @@ impl Fk {
     /// Every element's value; errors if `data` is not whole elements.
     pub(crate) fn values(self, data: &[u8]) -> Result<Vec<f64>> {
         let w = self.size();
-        if data.len() % w != 0 {
+        if !data.len().is_multiple_of(w) {
             return Err(Error::invalid(format!("{} bytes is not a whole number of {w}-byte floats", data.len())));
         }
         Ok(data.chunks_exact(w).map(|b| self.load(b)).collect())

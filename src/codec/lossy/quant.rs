@@ -208,7 +208,7 @@ impl Codec for BlockQuant {
             return Err(Error::corrupt(format!("{what}: mode {mode} for a {} tensor", info.dtype)));
         };
         let w = fk.size();
-        if out.len() % w != 0 {
+        if !out.len().is_multiple_of(w) {
             return Err(Error::invalid(format!("{what}: {} bytes is not whole {} elements", out.len(), info.dtype)));
         }
         let n = out.len() / w;

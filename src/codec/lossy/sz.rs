@@ -157,7 +157,7 @@ fn predict(pred: Pred, r: &[f64], i: usize, l: Layout) -> f64 {
         Pred::Lorenzo2d => {
             let c = l.cols;
             if c > 0 && i >= c {
-                if i > c && (l.col0 + i) % c != 0 { r[i - 1] + r[i - c] - r[i - c - 1] } else { r[i - c] }
+                if i > c && !(l.col0 + i).is_multiple_of(c) { r[i - 1] + r[i - c] - r[i - c - 1] } else { r[i - c] }
             } else {
                 left(i)
             }
@@ -355,7 +355,7 @@ impl Codec for Sz {
             return Err(Error::corrupt(format!("sz: mode {mode} for a {} tensor", info.dtype)));
         }
         let w = fk.size();
-        if out.len() % w != 0 {
+        if !out.len().is_multiple_of(w) {
             return Err(Error::invalid(format!("sz: {} bytes is not whole {} elements", out.len(), info.dtype)));
         }
         let n = out.len() / w;
