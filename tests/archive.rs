@@ -183,6 +183,27 @@ fn index_lies_are_caught() {
     }
 }
 
+/// A duplicate must point at a stored tensor, not at another duplicate
+/// (whose bytes live nowhere): the index is refused when it is opened.
+#[test]
+fn a_duplicate_of_a_duplicate_is_refused() {
+    let data: Vec<u8> = (0..4096u32).flat_map(|i| (i.wrapping_mul(2654435761) as f32).to_le_bytes()).collect();
+    let ts: Vec<safetensors::OwnedTensor> = ["a", "b", "c"]
+        .iter()
+        .map(|n| safetensors::OwnedTensor::new(*n, weightlab::tensor::DType::F32, vec![4096], data.clone()))
+        .collect();
+    let file = safetensors::serialize(ts.iter().map(|t| t.view()), None).unwrap();
+    let arch = compress(&file, "zstd:level=1", 1 << 20);
+    let a = Archive::open(&arch).unwrap();
+    let (b, c) = (a.tensor_index("b").unwrap(), a.tensor_index("c").unwrap());
+    assert!(a.index.tensors[b].same_as.is_some() && a.index.tensors[c].same_as.is_some());
+    assert_eq!(decode(&arch).unwrap(), file);
+    let mut lie = a.index.clone();
+    lie.tensors[c].same_as = Some(b);
+    let e = decode(&rewrite_index(&arch, &lie)).expect_err("a chain of duplicates was accepted");
+    assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+}
+
 // --- golden archives --------------------------------------------------------
 
 const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");

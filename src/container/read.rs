@@ -306,7 +306,7 @@ fn validate(index: &Index, data_end: u64) -> Result<Vec<DType>> {
         expect_offset += t.size;
         match t.same_as {
             Some(j) => {
-                if j >= i || index.tensors[j].size != t.size || !t.chunks.is_empty() {
+                if j >= i || index.tensors[j].size != t.size || !t.chunks.is_empty() || index.tensors[j].same_as.is_some() {
                     return Err(bad(format!("bad duplicate reference to tensor #{j}")));
                 }
             }
