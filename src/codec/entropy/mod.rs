@@ -259,7 +259,7 @@ const MODE_RANS: u8 = 1;
 const MODE_CONST: u8 = 2;
 /// One 32-lane rANS stream, decoded by AVX2 where the core has it. (Mode 3
 /// was a short-lived development layout and is not read.)
-const MODE_RANS8: u8 = 4;
+const MODE_RANS32: u8 = 4;
 
 /// Fixed cost of a rANS stream: lane states plus precision and counts.
 const RANS_OVERHEAD_BITS: f64 = (rans::LANES * 32 + 64) as f64;
@@ -399,11 +399,11 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
     };
     let Some(ctx) = ctx else {
         let wide = syms.len() >= WIDE_FROM;
-        out.push(if wide { MODE_RANS8 } else { MODE_RANS });
+        out.push(if wide { MODE_RANS32 } else { MODE_RANS });
         out.push(0);
         plan.models[0].write(out);
         if wide {
-            rans::encode::<{ rans::LANES8 }>(syms, &plan.models[0], out);
+            rans::encode::<{ rans::LANES32 }>(syms, &plan.models[0], out);
         } else {
             rans::encode::<{ rans::LANES }>(syms, &plan.models[0], out);
         }
@@ -420,7 +420,8 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
         out.push(c as u8);
         out.push(plan.map[c]);
     }
-    let raw_count: usize = (0..256).filter(|&c| plan.map[c] == RAW_CTX).map(|c| hs.as_ref().expect("histograms")[c].iter().sum::<u64>() as usize).sum();
+    let hs = hs.expect("context histograms are built when there are contexts");
+    let raw_count: usize = (0..256).filter(|&c| plan.map[c] == RAW_CTX).map(|c| hs[c].iter().sum::<u64>() as usize).sum();
     // Split into raw and coded symbols, branch-free (the split is about
     // nine to one and unpredictable): write to both, advance one; a slot of
     // slack each, cut off after.
@@ -459,40 +460,38 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
 /// Decode a block written by [`encode_stream`] into `out` (its exact length),
 /// with the same contexts. Never panics on malformed input.
 pub fn decode_stream(input: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result<()> {
-    let Some(ctx) = ctx else {
-        let mut r = crate::codec::Reader::new(input, "entropy");
-        return match r.u8()? {
-            MODE_RAW => {
-                let b = r.bytes(out.len())?;
-                r.finish()?;
-                out.copy_from_slice(b);
-                Ok(())
-            }
-            MODE_CONST => {
-                let s = r.u8()?;
-                r.finish()?;
-                out.fill(s);
-                Ok(())
-            }
-            mode @ (MODE_RANS | MODE_RANS8) => {
-                let models = read_models(&mut r)?;
-                if models.len() != 1 {
-                    return Err(Error::corrupt("entropy stream: several models but no contexts"));
-                }
-                let t = rans::DecTables::new(&models);
-                if mode == MODE_RANS8 {
-                    rans::decode::<{ rans::LANES8 }>(r.rest(), &t, out)
-                } else {
-                    rans::decode::<{ rans::LANES }>(r.rest(), &t, out)
-                }
-            }
-            m => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
-        };
-    };
-    if ctx.len() != out.len() {
+    if ctx.is_some_and(|c| c.len() != out.len()) {
         return Err(Error::invalid("entropy stream: context and output lengths differ"));
     }
-    decode_ctx_stream(input, ctx, out)
+    let mut r = crate::codec::Reader::new(input, "entropy");
+    match (r.u8()?, ctx) {
+        (MODE_RAW, _) => {
+            let b = r.bytes(out.len())?;
+            r.finish()?;
+            out.copy_from_slice(b);
+            Ok(())
+        }
+        (MODE_CONST, _) => {
+            let s = r.u8()?;
+            r.finish()?;
+            out.fill(s);
+            Ok(())
+        }
+        (mode @ (MODE_RANS | MODE_RANS32), None) => {
+            let models = read_models(&mut r)?;
+            if models.len() != 1 {
+                return Err(Error::corrupt("entropy stream: several models but no contexts"));
+            }
+            let t = rans::DecTables::new(&models);
+            if mode == MODE_RANS32 {
+                rans::decode::<{ rans::LANES32 }>(r.rest(), &t, out)
+            } else {
+                rans::decode::<{ rans::LANES }>(r.rest(), &t, out)
+            }
+        }
+        (MODE_RANS, Some(ctx)) => decode_ctx_rans(&mut r, ctx, out),
+        (m, _) => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
+    }
 }
 
 fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
@@ -508,66 +507,49 @@ fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
     Ok(models)
 }
 
-/// Decode a context-conditioned block. In the float codecs most symbols
-/// sit in raw contexts (the near-uniform mantissas of common exponents) and
-/// about one in ten in coded ones: the decoder marks the coded positions in
-/// a bitmask, decodes the coded symbols (their contexts gathered from the
-/// mask), and merges the two sources by the mask ([`merge`]).
-fn decode_ctx_stream(input: &[u8], ctx: &[u8], out: &mut [u8]) -> Result<()> {
+/// Decode a context-conditioned rANS block (after its mode byte). In the
+/// float codecs most symbols sit in raw contexts (the near-uniform mantissas
+/// of common exponents) and about one in ten in coded ones: the decoder
+/// marks the coded positions in a bitmask, decodes the coded symbols (their
+/// contexts gathered from the mask), and merges the two sources by the mask
+/// ([`merge`]).
+fn decode_ctx_rans(r: &mut crate::codec::Reader, ctx: &[u8], out: &mut [u8]) -> Result<()> {
     let n = ctx.len();
-    if n > u32::MAX as usize {
-        return Err(Error::invalid("entropy stream: more than 2^32 symbols in one stream"));
+    let models = read_models(r)?;
+    let nm = models.len();
+    if (nm << models[0].precision) > 1 << 20 {
+        return Err(Error::corrupt("entropy stream: model tables too large"));
     }
-    let mut r = crate::codec::Reader::new(input, "entropy");
-    match r.u8()? {
-        MODE_RAW => {
-            out.copy_from_slice(r.bytes(n)?);
-            r.finish()
+    let mut map = [RAW_CTX; 256];
+    let k = r.u16()? as usize;
+    for _ in 0..k {
+        let c = r.u8()?;
+        let m = r.u8()?;
+        if m as usize >= nm {
+            return Err(Error::corrupt(format!("entropy stream: context {c} uses model {m} of {nm}")));
         }
-        MODE_CONST => {
-            out.fill(r.u8()?);
-            r.finish()
-        }
-        MODE_RANS => {
-            let models = read_models(&mut r)?;
-            let nm = models.len();
-            if (nm << models[0].precision) > 1 << 20 {
-                return Err(Error::corrupt("entropy stream: model tables too large"));
-            }
-            let mut map = [RAW_CTX; 256];
-            let k = r.u16()? as usize;
-            for _ in 0..k {
-                let c = r.u8()?;
-                let m = r.u8()?;
-                if m as usize >= nm {
-                    return Err(Error::corrupt(format!("entropy stream: context {c} uses model {m} of {nm}")));
-                }
-                map[c as usize] = m;
-            }
-            let raw = r.block()?;
-            let payload = r.rest();
-            let mut flag = [0u8; 256];
-            for (fl, &m) in flag.iter_mut().zip(&map) {
-                *fl = (m != RAW_CTX) as u8;
-            }
-            let (masks, n_coded) = merge::coded_masks(ctx, &flag);
-            if raw.len() != n - n_coded {
-                return Err(Error::corrupt(format!(
-                    "entropy stream: {} raw bytes for {} raw symbols",
-                    raw.len(),
-                    n - n_coded
-                )));
-            }
-            let cc = merge::gather(ctx, &masks, n_coded);
-            let mut cs = vec![0u8; n_coded];
-            rans::decode_ctx::<{ rans::LANES }>(payload, &rans::DecTables::new(&models), &cc, &map, &mut cs)?;
-            merge::merge(&masks, raw, &cs, out);
-            Ok(())
-        }
-        m => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
+        map[c as usize] = m;
     }
+    let raw = r.block()?;
+    let payload = r.rest();
+    let mut flag = [0u8; 256];
+    for (fl, &m) in flag.iter_mut().zip(&map) {
+        *fl = (m != RAW_CTX) as u8;
+    }
+    let (masks, n_coded) = merge::coded_masks(ctx, &flag);
+    if raw.len() != n - n_coded {
+        return Err(Error::corrupt(format!(
+            "entropy stream: {} raw bytes for {} raw symbols",
+            raw.len(),
+            n - n_coded
+        )));
+    }
+    let cc = merge::gather(ctx, &masks, n_coded);
+    let mut cs = vec![0u8; n_coded];
+    rans::decode_ctx::<{ rans::LANES }>(payload, &rans::DecTables::new(&models), &cc, &map, &mut cs)?;
+    merge::merge(&masks, raw, &cs, out);
+    Ok(())
 }
-
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -13,8 +13,8 @@
 //! `N` lanes can be decoded `N` symbols at a time by SIMD: with `N = 8` and
 //! AVX2 one vector holds the eight states, one gather fetches their table
 //! entries, and a shuffle hands the next words to the lanes that need them
-//! ([`LANES8`] = 32 lanes, four vectors, for long streams; [`LANES`] = 4
-//! for short ones and context streams). Tried and measured on the exponents of
+//! ([`LANES32`]: four vectors, for long streams; [`LANES`] for short ones
+//! and context streams). Tried and measured on the exponents of
 //! MiniLM-BF16 (AMD EPYC, one core): scalar, eight lanes or a word stream
 //! per lane were no faster than four lanes sharing one stream once the step
 //! was branch-free (about 2 ns per symbol): the step's instruction count,
@@ -28,10 +28,10 @@
 use super::Model;
 use crate::error::{Error, Result};
 
-/// Interleaved coder states of the streams of earlier builds.
+/// Interleaved coder states of short single streams and of context streams.
 pub const LANES: usize = 4;
-/// Interleaved coder states of the streams written now.
-pub const LANES8: usize = 32;
+/// Interleaved coder states of long single streams (decoded by AVX2).
+pub const LANES32: usize = 32;
 const RANS_L: u32 = 1 << 16;
 
 /// One symbol's encoding constants. (A reciprocal to replace the division
@@ -43,17 +43,11 @@ struct EncSym {
     cum: u32,
 }
 
-impl EncSym {
-    fn new(freq: u32, cum: u32) -> EncSym {
-        EncSym { freq, cum }
-    }
-}
-
 fn enc_table(m: &Model) -> [EncSym; 256] {
     let mut t = [EncSym::default(); 256];
     let mut cum = 0;
     for (s, &f) in m.freq.iter().enumerate() {
-        t[s] = EncSym::new(f, cum);
+        t[s] = EncSym { freq: f, cum };
         cum += f;
     }
     t
@@ -456,19 +450,19 @@ mod tests {
             let (syms, m) = skewed(n.max(1), n as u64);
             let syms = &syms[..n];
             let mut enc = Vec::new();
-            encode::<LANES8>(syms, &m, &mut enc);
+            encode::<LANES32>(syms, &m, &mut enc);
             let t = DecTables::new(std::slice::from_ref(&m));
             let mut a = vec![0u8; n];
-            decode::<LANES8>(&enc, &t, &mut a).unwrap();
+            decode::<LANES32>(&enc, &t, &mut a).unwrap();
             let mut b = vec![0u8; n];
-            Dec::<LANES8>::parse(&enc).unwrap().run(&t, |_| 0, &mut b).unwrap();
+            Dec::<LANES32>::parse(&enc).unwrap().run(&t, |_| 0, &mut b).unwrap();
             assert_eq!(a, syms, "vector path, {n} symbols");
             assert_eq!(b, syms, "scalar path, {n} symbols");
             // A truncated stream fails on both paths.
             if !enc.is_empty() && n > 0 {
                 let cut = &enc[..enc.len() - 2];
-                assert!(decode::<LANES8>(cut, &t, &mut a).is_err());
-                assert!(Dec::<LANES8>::parse(cut).and_then(|mut d| d.run(&t, |_| 0, &mut b)).is_err());
+                assert!(decode::<LANES32>(cut, &t, &mut a).is_err());
+                assert!(Dec::<LANES32>::parse(cut).and_then(|mut d| d.run(&t, |_| 0, &mut b)).is_err());
             }
         }
     }
