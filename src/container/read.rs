@@ -187,7 +187,6 @@ impl<'a> Archive<'a> {
                 return Err(Error::hash_mismatch(format!("tensor '{}': sha256 does not match the archive", r.name)));
             }
         }
-        let window = rayon::current_num_threads().max(1) * 2;
         let decode = |batch: &[ChunkJob]| -> Decoded {
             batch
                 .par_iter()
@@ -204,16 +203,7 @@ impl<'a> Archive<'a> {
                 })
                 .collect()
         };
-        let mut pending: Option<(&[ChunkJob], Decoded)> = None;
-        for batch in jobs.chunks(window) {
-            let (decoded, wrote) =
-                rayon::join(|| decode(batch), || pending.take().map_or(Ok(()), |(b, d)| self.write_batch(&mut w, opts, b, d)));
-            wrote?;
-            pending = Some((batch, decoded));
-        }
-        if let Some((b, d)) = pending.take() {
-            self.write_batch(&mut w, opts, b, d)?;
-        }
+        super::pipelined(&jobs, decode, |b, d| self.write_batch(&mut w, opts, b, d))?;
         w.sink.flush().map_err(|e| Error::io("writing the output", e))?;
         bar.finish_and_clear();
         let sha256 = hex(&w.file_hash.finalize());

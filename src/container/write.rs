@@ -218,7 +218,6 @@ pub fn compress<W: Write + Send>(file: &[u8], file_name: &str, out: W, opts: &Co
     // built in file order: header, then every tensor's decoded bytes.
     let mut out_hasher = records.iter().any(|r| !r.lossless).then(|| Sha256::new_with_prefix(st.header_bytes));
     let mut hashed_upto = 0usize; // tensors before this one are in out_hasher
-    let window = rayon::current_num_threads().max(1) * 2;
     let encode = |batch: &[Job]| -> Vec<Result<Done>> {
         batch
             .par_iter()
@@ -230,7 +229,7 @@ pub fn compress<W: Write + Send>(file: &[u8], file_name: &str, out: W, opts: &Co
     };
     // The window encoded last is hashed and written while the next one
     // encodes (with two or more threads the writes overlap the encoding).
-    let mut write = |batch: &[Job], done: Vec<Result<Done>>| -> Result<()> {
+    let write = |batch: &[Job], done: Vec<Result<Done>>| -> Result<()> {
         for (job, d) in batch.iter().zip(done) {
             let d = d?;
             if let Some(h) = out_hasher.as_mut() {
@@ -256,15 +255,7 @@ pub fn compress<W: Write + Send>(file: &[u8], file_name: &str, out: W, opts: &Co
         }
         Ok(())
     };
-    let mut pending: Option<(&[Job], Vec<Result<Done>>)> = None;
-    for batch in jobs.chunks(window) {
-        let (done, wrote) = rayon::join(|| encode(batch), || pending.take().map_or(Ok(()), |(b, d)| write(b, d)));
-        wrote?;
-        pending = Some((batch, done));
-    }
-    if let Some((b, d)) = pending.take() {
-        write(b, d)?;
-    }
+    super::pipelined(&jobs, encode, write)?;
     for (r, h) in records.iter_mut().zip(lossy_hashers) {
         if let Some(h) = h {
             r.original_sha256 = Some(std::mem::replace(&mut r.sha256, hex(&h.finalize())));
