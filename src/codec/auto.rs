@@ -41,6 +41,8 @@ pub const AUTO: StageDef = StageDef {
 /// Below this many bytes a tensor is stored raw.
 pub const TINY: usize = 64;
 const SAMPLE: usize = 1 << 20;
+/// The canonical spec of `exp` at its default gain: what `auto` records.
+const EXP: &str = "exp:gain=3";
 
 /// Up to `SAMPLE` bytes from the start, middle and end, cut at element
 /// boundaries.
@@ -93,12 +95,12 @@ pub fn choose(dtype: DType, data: &[u8]) -> Result<String> {
         // smaller than exp. `exp` stays unless planes>zstd wins by 5 % on the
         // sample (at 1 % sample noise flipped F32 tensors of MiniLM, costing a
         // point over the file).
-        let exp = trial_size(dtype, &s, "exp:gain=3")?;
+        let exp = trial_size(dtype, &s, EXP)?;
         let planes = trial_size(dtype, &s, "planes>zstd:level=3")?;
-        return Ok(if planes * 100 < exp * 95 { "planes>zstd:level=3" } else { "exp:gain=3" }.into());
+        return Ok(if planes * 100 < exp * 95 { "planes>zstd:level=3" } else { EXP }.into());
     }
     let mut best: Option<(usize, &str)> = None;
-    for spec in ["zstd:level=3", "planes>zstd:level=3", "exp:gain=3"] {
+    for spec in ["zstd:level=3", "planes>zstd:level=3", EXP] {
         let n = trial_size(dtype, &s, spec)?;
         if best.is_none_or(|(b, _)| n < b) {
             best = Some((n, spec));
@@ -156,6 +158,11 @@ mod tests {
         let s = c.spec();
         assert_eq!(s, choose(dtype, data).unwrap());
         s
+    }
+
+    #[test]
+    fn exp_constant_is_the_canonical_default() {
+        assert_eq!(EXP, crate::codec::build("exp").unwrap().spec());
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::codec::{put_block, ChunkInfo, Codec, Fidelity, Params, Reader, StageD
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
+/// The default of `gain` (see [`Exp`]).
+const DEFAULT_GAIN: u32 = 3;
+
 /// `gain`: the percentage of its raw size the mantissa bytes of one exponent
 /// must save to be entropy coded (default 3); the others are stored raw and
 /// decode at memory speed. `gain=100` stores all mantissas raw (fastest),
@@ -37,7 +40,7 @@ pub struct Exp {
 
 impl Default for Exp {
     fn default() -> Self {
-        Exp { gain: 3 }
+        Exp { gain: DEFAULT_GAIN }
     }
 }
 
@@ -51,7 +54,7 @@ pub const EXP: StageDef = StageDef {
         if let Some(n) = next {
             return Err(Error::invalid(format!("'exp' is a coder and cannot feed '{}'", n.spec())));
         }
-        let gain = p.int("gain", 3, 0, 100)? as u32;
+        let gain = p.int("gain", DEFAULT_GAIN as i64, 0, 100)? as u32;
         Ok(Box::new(Exp { gain }))
     },
 };
