@@ -8,30 +8,15 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 use weightlab::codec::entropy::{decode_stream, encode_stream};
 use weightlab::codec::{build, ChunkInfo};
+use weightlab::tensor::synth::Rng;
 use weightlab::tensor::DType;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-    fn gauss(&mut self) -> f64 {
-        let u = ((self.next() >> 11) as f64 / (1u64 << 53) as f64).max(1e-300);
-        let v = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
 
 /// 2M Gaussian weights (sigma 0.02) in `dtype`: one 4 MiB BF16 chunk.
 fn weights(dtype: DType, n: usize) -> Vec<u8> {
-    let mut r = Rng(42);
+    let mut r = Rng::from_state(42);
     let mut out = Vec::with_capacity(n * 4);
     for _ in 0..n {
-        let x = r.gauss() * 0.02;
+        let x = r.normal() * 0.02;
         match dtype {
             DType::BF16 => out.extend_from_slice(&half::bf16::from_f64(x).to_bits().to_le_bytes()),
             DType::F16 => out.extend_from_slice(&half::f16::from_f64(x).to_bits().to_le_bytes()),

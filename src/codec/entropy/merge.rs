@@ -201,12 +201,12 @@ mod tests {
 
     #[test]
     fn masks_flag_every_context_right() {
-        let mut r = crate::codec::entropy::tests::Rng(9);
-        let ctx: Vec<u8> = (0..256 * 5 + 17).map(|i| (i % 256) as u8 ^ (r.next() as u8 & 0x11)).collect();
+        let mut r = crate::tensor::synth::Rng::from_state(9);
+        let ctx: Vec<u8> = (0..256 * 5 + 17).map(|i| (i % 256) as u8 ^ (r.next_u64() as u8 & 0x11)).collect();
         for trial in 0..50 {
             let mut flag = [0u8; 256];
             for f in flag.iter_mut() {
-                *f = (r.next() % 100 < trial * 2) as u8;
+                *f = (r.next_u64() % 100 < trial * 2) as u8;
             }
             let (masks, k) = coded_masks(&ctx, &flag);
             let mut want = 0;
@@ -221,11 +221,11 @@ mod tests {
 
     #[test]
     fn merge_matches_a_plain_select() {
-        let mut r = crate::codec::entropy::tests::Rng(5);
+        let mut r = crate::tensor::synth::Rng::from_state(5);
         for n in [0usize, 1, 7, 8, 63, 64, 65, 200, 1000, 4097] {
             for density in [0u64, 3, 50, 97, 100] {
-                let ctx: Vec<u8> = (0..n).map(|_| (r.next() % 100 < density) as u8).collect();
-                let syms: Vec<u8> = (0..n).map(|_| r.next() as u8).collect();
+                let ctx: Vec<u8> = (0..n).map(|_| (r.next_u64() % 100 < density) as u8).collect();
+                let syms: Vec<u8> = (0..n).map(|_| r.next_u64() as u8).collect();
                 let mut flag = [0u8; 256];
                 flag[1] = 1;
                 let (masks, k) = coded_masks(&ctx, &flag);

@@ -436,8 +436,8 @@ mod tests {
     use super::*;
 
     fn skewed(n: usize, seed: u64) -> (Vec<u8>, Model) {
-        let mut r = crate::codec::entropy::tests::Rng(seed);
-        let syms: Vec<u8> = (0..n).map(|_| (120.0 + 3.0 * r.gauss()).clamp(0.0, 255.0) as u8).collect();
+        let mut r = crate::tensor::synth::Rng::from_state(seed);
+        let syms: Vec<u8> = (0..n).map(|_| (120.0 + 3.0 * r.normal()).clamp(0.0, 255.0) as u8).collect();
         let m = Model::from_hist(&crate::codec::entropy::hist(&syms), 12).unwrap();
         (syms, m)
     }

@@ -1,31 +1,12 @@
 use super::*;
 use crate::analysis::entropy::entropy;
 
-/// splitmix64: a tiny seeded generator for test data.
-pub(crate) struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-    pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// A standard normal sample (Box–Muller).
-    pub fn gauss(&mut self) -> f64 {
-        let u = self.unit().max(1e-300);
-        let v = self.unit();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
+use crate::tensor::synth::Rng;
 
 /// Symbols with a geometric-ish distribution (like float exponents).
 fn skewed(n: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed);
-    (0..n).map(|_| (120.0 + 4.0 * r.gauss()).clamp(0.0, 255.0) as u8).collect()
+    let mut r = Rng::from_state(seed);
+    (0..n).map(|_| (120.0 + 4.0 * r.normal()).clamp(0.0, 255.0) as u8).collect()
 }
 
 fn round_trip(syms: &[u8], ctx: Option<&[u8]>) -> Vec<u8> {
@@ -93,8 +74,8 @@ fn streams_round_trip_all_modes() {
         round_trip(&skewed(n, n as u64), None);
     }
     // Uniform bytes stay raw.
-    let mut r = Rng(5);
-    let u: Vec<u8> = (0..10_000).map(|_| r.next() as u8).collect();
+    let mut r = Rng::from_state(5);
+    let u: Vec<u8> = (0..10_000).map(|_| r.next_u64() as u8).collect();
     assert_eq!(round_trip(&u, None).len(), u.len() + 1);
 }
 
@@ -110,12 +91,12 @@ fn coded_size_is_near_the_entropy() {
 #[test]
 fn context_models_pay_where_the_contexts_matter() {
     // The symbol depends strongly on the context for half the contexts.
-    let mut r = Rng(11);
+    let mut r = Rng::from_state(11);
     let n = 1 << 18;
-    let ctx: Vec<u8> = (0..n).map(|_| (r.next() % 8) as u8).collect();
+    let ctx: Vec<u8> = (0..n).map(|_| (r.next_u64() % 8) as u8).collect();
     let syms: Vec<u8> = ctx
         .iter()
-        .map(|&c| if c < 4 { c * 10 + (r.next() % 3) as u8 } else { r.next() as u8 })
+        .map(|&c| if c < 4 { c * 10 + (r.next_u64() % 3) as u8 } else { r.next_u64() as u8 })
         .collect();
     let with = round_trip(&syms, Some(&ctx));
     let without = round_trip(&syms, None);
@@ -129,9 +110,9 @@ fn context_models_pay_where_the_contexts_matter() {
 
 #[test]
 fn truncated_and_corrupt_streams_fail_cleanly() {
-    let mut r = Rng(17);
+    let mut r = Rng::from_state(17);
     let syms = skewed(3000, 4);
-    let ctx: Vec<u8> = (0..syms.len()).map(|_| (r.next() % 3) as u8).collect();
+    let ctx: Vec<u8> = (0..syms.len()).map(|_| (r.next_u64() % 3) as u8).collect();
     for c in [None, Some(&ctx[..])] {
         let mut enc = Vec::new();
         encode_stream(&syms, c, &mut enc).unwrap();
@@ -142,7 +123,7 @@ fn truncated_and_corrupt_streams_fail_cleanly() {
         let mut caught = 0;
         for i in 0..enc.len() {
             let mut b = enc.clone();
-            b[i] ^= 1 << (r.next() % 8);
+            b[i] ^= 1 << (r.next_u64() % 8);
             if decode_stream(&b, c, &mut out).is_err() {
                 caught += 1;
             }

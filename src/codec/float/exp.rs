@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn truncated_and_corrupt_streams_give_errors() {
-        let mut rng = crate::codec::entropy::tests::Rng(3);
+        let mut rng = crate::tensor::synth::Rng::from_state(3);
         for dtype in [DType::BF16, DType::F16, DType::F32, DType::F8E4M3] {
             let data = crate::codec::float::testdata::gaussian(dtype, 3000, 0.05, 1);
             let i = info(dtype);
@@ -218,8 +218,8 @@ mod tests {
             }
             for _ in 0..300 {
                 let mut b = enc.clone();
-                let at = (rng.next() % b.len() as u64) as usize;
-                b[at] ^= 1 << (rng.next() % 8);
+                let at = (rng.next_u64() % b.len() as u64) as usize;
+                b[at] ^= 1 << (rng.next_u64() % 8);
                 let _ = decode_all(&Exp::default(), &i, &b, data.len());
             }
             assert!(decode_all(&Exp::default(), &i, &enc, data.len() - 2).is_err());

@@ -307,11 +307,11 @@ mod tests {
         for cut in 0..enc.len().min(200) {
             assert!(decode_all(&Table, &info(DType::F32), &enc[..cut], data.len()).is_err());
         }
-        let mut rng = crate::codec::entropy::tests::Rng(1);
+        let mut rng = crate::tensor::synth::Rng::from_state(1);
         for _ in 0..200 {
             let mut b = enc.clone();
-            let at = (rng.next() % b.len() as u64) as usize;
-            b[at] ^= 1 << (rng.next() % 8);
+            let at = (rng.next_u64() % b.len() as u64) as usize;
+            b[at] ^= 1 << (rng.next_u64() % 8);
             let _ = decode_all(&Table, &info(DType::F32), &b, data.len());
         }
         // 3 distinct I64 values, bit-packed or coded: <= 2 bits each.

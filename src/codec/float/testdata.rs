@@ -1,6 +1,6 @@
 //! Seeded synthetic tensors for the float codec tests.
 
-use crate::codec::entropy::tests::Rng;
+use crate::tensor::synth::Rng;
 use crate::tensor::DType;
 
 /// Encode an f64 in a float dtype (round to nearest even via `half` for 16
@@ -24,10 +24,10 @@ pub fn encode(dtype: DType, x: f64, out: &mut Vec<u8>) {
 }
 
 pub fn gaussian(dtype: DType, n: usize, sigma: f64, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed);
+    let mut r = Rng::from_state(seed);
     let mut out = Vec::new();
     for _ in 0..n {
-        encode(dtype, r.gauss() * sigma, &mut out);
+        encode(dtype, r.normal() * sigma, &mut out);
     }
     out
 }
@@ -61,11 +61,11 @@ pub fn cases() -> Vec<Case> {
             v.push(Case { name: name.to_string(), dtype, data });
         };
         push("gaussian", gaussian(dtype, 20_000, 0.02, 1));
-        let mut r = Rng(2);
+        let mut r = Rng::from_state(2);
         let mut heavy = Vec::new();
         for _ in 0..5000 {
             // Student-t-ish: a gaussian over a small gaussian.
-            let x = r.gauss() / (r.gauss().abs() + 0.05);
+            let x = r.normal() / (r.normal().abs() + 0.05);
             encode(dtype, x, &mut heavy);
         }
         push("heavy tails", heavy);
@@ -90,8 +90,8 @@ pub fn cases() -> Vec<Case> {
             encode(dtype, 1.0 + (i % 97) as f64 / 97.0, &mut one_exp);
         }
         push("single exponent", one_exp);
-        let mut r = Rng(9);
-        let bytes: Vec<u8> = (0..10_001).map(|_| r.next() as u8).collect();
+        let mut r = Rng::from_state(9);
+        let bytes: Vec<u8> = (0..10_001).map(|_| r.next_u64() as u8).collect();
         push("random bits", bytes);
     }
     v

@@ -213,21 +213,15 @@ mod archive_tests {
 pub(crate) mod testdata {
     use super::Fk;
 
-    pub struct Rng(u64);
+    /// The crate's splitmix64 ([`crate::tensor::synth::Rng`]) with this
+    /// module's seeding and a cheap approximate normal.
+    pub struct Rng(crate::tensor::synth::Rng);
     impl Rng {
         pub fn new(seed: u64) -> Self {
-            Rng(seed.wrapping_add(0x9E37_79B9_7F4A_7C15))
-        }
-        /// splitmix64
-        pub fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            Rng(crate::tensor::synth::Rng::from_state(seed.wrapping_add(0x9E37_79B9_7F4A_7C15)))
         }
         pub fn uniform(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+            self.0.uniform()
         }
         /// Roughly normal (sum of 4 uniforms), mean 0, std ~ s.
         pub fn normal(&mut self, s: f64) -> f64 {
