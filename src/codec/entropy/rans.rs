@@ -298,13 +298,8 @@ impl<'a, const N: usize> Dec<'a, N> {
 pub fn decode<const N: usize>(input: &[u8], t: &DecTables, out: &mut [u8]) -> Result<()> {
     let mut d = Dec::<N>::parse(input)?;
     #[cfg(target_arch = "x86_64")]
-    if N.is_multiple_of(8) && N <= 32 && simd::available() {
-        let done = match N / 8 {
-            1 => simd::decode::<1>(&mut d.x[..], &mut d.pos, d.words, t, out),
-            2 => simd::decode::<2>(&mut d.x[..], &mut d.pos, d.words, t, out),
-            3 => simd::decode::<3>(&mut d.x[..], &mut d.pos, d.words, t, out),
-            _ => simd::decode::<4>(&mut d.x[..], &mut d.pos, d.words, t, out),
-        };
+    if N == LANES32 && simd::available() {
+        let done = simd::decode::<{ LANES32 / 8 }>(&mut d.x[..], &mut d.pos, d.words, t, out);
         return d.finish_from(done, t, |_| 0, out);
     }
     d.run(t, |_| 0, out)
