@@ -88,17 +88,96 @@ unsafe fn masks_avx2(ctx: &[u8], flag: &[u8; 256], masks: &mut [u64]) -> usize {
     full * 64
 }
 
-/// The contexts of the set elements, in order.
-pub fn gather(ctx: &[u8], masks: &[u64], n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n);
-    for (b, &m) in masks.iter().enumerate() {
-        let mut m = m;
-        while m != 0 {
-            out.push(ctx[b * 64 + m.trailing_zeros() as usize]);
-            m &= m - 1;
+/// The elements of `src` whose bit is set, in order (`n` of them).
+pub fn gather(src: &[u8], masks: &[u64], n: usize) -> Vec<u8> {
+    pack(masks, src, n, false)
+}
+
+/// The elements of `src` whose bit is clear, in order (`n` of them): with
+/// [`gather`], the encoder's inverse of [`merge`].
+pub fn split_clear(masks: &[u64], src: &[u8], n: usize) -> Vec<u8> {
+    pack(masks, src, n, true)
+}
+
+/// The elements of `src` whose bit is set (or clear, with `clear`), in
+/// order: `n` of them. Blocks of 64 with none to keep are skipped, blocks
+/// of 64 to keep whole are copied, the others are packed eight at a time
+/// with a shuffle table (SSSE3; a scalar loop elsewhere).
+fn pack(masks: &[u64], src: &[u8], n: usize, clear: bool) -> Vec<u8> {
+    debug_assert_eq!(masks.len(), src.len().div_ceil(64));
+    // Eight bytes of slack: a packed group is stored whole.
+    let mut out = vec![0u8; n + 8];
+    let flip = if clear { !0u64 } else { 0 };
+    let mut done = 0;
+    let mut at = 0;
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("ssse3") {
+        // SAFETY: SSSE3 is available.
+        (done, at) = unsafe { pack_ssse3(masks, src, flip, &mut out) };
+    }
+    for (i, &b) in src.iter().enumerate().skip(done) {
+        if (masks[i / 64] ^ flip) >> (i % 64) & 1 != 0 {
+            out[at] = b;
+            at += 1;
         }
     }
+    assert_eq!(at, n, "pack: {at} elements kept, {n} expected");
+    out.truncate(n);
     out
+}
+
+/// For each 8-bit mask: the `pshufb` control that packs the bytes whose bit
+/// is set to the front, in order.
+const fn pack_lut() -> [[u8; 8]; 256] {
+    let mut lut = [[0x80u8; 8]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let mut k = 0;
+        let mut j = 0;
+        while j < 8 {
+            if m & (1 << j) != 0 {
+                lut[m][k] = j as u8;
+                k += 1;
+            }
+            j += 1;
+        }
+        m += 1;
+    }
+    lut
+}
+static PACK: [[u8; 8]; 256] = pack_lut();
+
+/// [`pack`] over the whole 64-element blocks, keeping the elements whose
+/// bit of `mask ^ flip` is set; returns the elements done and the bytes
+/// written. `out` has 8 bytes of slack past the kept elements (every group
+/// is stored as 8 bytes).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "ssse3")]
+unsafe fn pack_ssse3(masks: &[u64], src: &[u8], flip: u64, out: &mut [u8]) -> (usize, usize) {
+    use std::arch::x86_64::*;
+    let full = src.len() / 64;
+    let mut at = 0usize;
+    for (b, &m) in masks.iter().enumerate().take(full) {
+        let keep = m ^ flip;
+        if keep == 0 {
+            continue;
+        }
+        let s = &src[b * 64..b * 64 + 64];
+        if keep == !0 {
+            out[at..at + 64].copy_from_slice(s);
+            at += 64;
+            continue;
+        }
+        for (j, s8) in s.chunks_exact(8).enumerate() {
+            let k = (keep >> (8 * j)) as u8;
+            let v = _mm_cvtsi64_si128(i64::from_le_bytes(s8.try_into().expect("8 bytes")));
+            let ctl = _mm_cvtsi64_si128(i64::from_le_bytes(PACK[k as usize]));
+            let packed = _mm_cvtsi128_si64(_mm_shuffle_epi8(v, ctl)) as u64;
+            out[at..at + 8].copy_from_slice(&packed.to_le_bytes());
+            at += k.count_ones() as usize;
+        }
+    }
+    (full * 64, at)
 }
 
 /// `out[i]` = the next coded symbol where bit `i` is set, else the next raw
@@ -233,9 +312,11 @@ mod tests {
                 let coded: Vec<u8> = syms.iter().zip(&ctx).filter(|(_, c)| **c == 1).map(|(s, _)| *s).collect();
                 assert_eq!(k, coded.len());
                 assert_eq!(gather(&ctx, &masks, k), vec![1u8; k]);
+                assert_eq!(gather(&syms, &masks, k), coded, "gather, n {n}, density {density}");
                 let mut out = vec![0u8; n];
                 merge(&masks, &raw, &coded, &mut out);
                 assert_eq!(out, syms, "n {n}, density {density}");
+                assert_eq!(split_clear(&masks, &syms, n - k), raw, "split, n {n}, density {density}");
                 let mut out2 = vec![0u8; n];
                 merge_scalar(&masks, &raw, &coded, &mut out2, 0, 0, 0);
                 assert_eq!(out2, syms);

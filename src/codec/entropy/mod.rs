@@ -230,13 +230,42 @@ pub fn hist(data: &[u8]) -> Hist {
     crate::analysis::entropy::byte_histogram(data)
 }
 
-/// Histograms of `syms` split by context byte (256 histograms).
+/// Histograms of `syms` split by context byte (256 histograms). Counted in
+/// one flat table of u32 (256 KiB, of which only the rows of present
+/// contexts are touched) and widened after, absent contexts left untouched:
+/// the 512 KiB of u64 histograms counted directly made this the slowest
+/// pass of the float encoder.
 pub fn ctx_hists(syms: &[u8], ctx: &[u8]) -> Vec<Hist> {
     let mut h = vec![[0u64; 256]; 256];
-    for (&s, &c) in syms.iter().zip(ctx) {
-        h[c as usize][s as usize] += 1;
+    // u32 counters cannot overflow within a piece of this length.
+    for (s, c) in syms.chunks(u32::MAX as usize).zip(ctx.chunks(u32::MAX as usize)) {
+        let mut flat = vec![0u32; 1 << 16];
+        let flat: &mut [u32; 1 << 16] = flat.as_mut_slice().try_into().expect("65536 counters");
+        for (&s, &c) in s.iter().zip(c) {
+            flat[(c as usize) << 8 | s as usize] += 1;
+        }
+        for (row, counts) in h.iter_mut().zip(flat.chunks_exact(256)) {
+            if counts.iter().any(|&k| k > 0) {
+                for (o, &k) in row.iter_mut().zip(counts) {
+                    *o += k as u64;
+                }
+            }
+        }
     }
     h
+}
+
+/// The sum of histograms.
+fn sum_hists(hs: &[Hist]) -> Hist {
+    let mut g = [0u64; 256];
+    for h in hs {
+        if h.iter().any(|&k| k > 0) {
+            for (g, &k) in g.iter_mut().zip(h) {
+                *g += k;
+            }
+        }
+    }
+    g
 }
 
 fn entropy_bits(h: &Hist) -> f64 {
@@ -383,14 +412,18 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
     {
         return Err(Error::invalid("entropy stream: context and symbol lengths differ"));
     }
-    let global = hist(syms);
+    let hs = ctx.map(|c| ctx_hists(syms, c));
+    // With contexts the global histogram is the sum of theirs.
+    let global = match &hs {
+        Some(hs) => sum_hists(hs),
+        None => hist(syms),
+    };
     let present = global.iter().filter(|&&c| c > 0).count();
     if present == 1 {
         out.push(MODE_CONST);
         out.push(syms[0]);
         return Ok(());
     }
-    let hs = ctx.map(|c| ctx_hists(syms, c));
     let plan = if syms.len() < 64 { None } else { plan(&global, hs.as_deref(), syms.len(), min_gain) };
     let Some(plan) = plan else {
         out.push(MODE_RAW);
@@ -420,38 +453,17 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
         out.push(c as u8);
         out.push(plan.map[c]);
     }
-    let hs = hs.expect("context histograms are built when there are contexts");
-    let raw_count: usize = (0..256).filter(|&c| plan.map[c] == RAW_CTX).map(|c| hs[c].iter().sum::<u64>() as usize).sum();
-    // Split into raw and coded symbols, branch-free (the split is about
-    // nine to one and unpredictable): write to both, advance one; a slot of
-    // slack each, cut off after.
-    let n_coded = syms.len() - raw_count;
-    let (mut raw, mut cs, mut cc) = (vec![0u8; raw_count + 1], vec![0u8; n_coded + 1], vec![0u8; n_coded + 1]);
-    let (mut ir, mut ic) = (0usize, 0usize);
-    let mut coded = [0usize; 256];
-    for (c, k) in coded.iter_mut().zip(&plan.map) {
-        *c = (*k != RAW_CTX) as usize;
+    // Split into raw and coded symbols by a bitmask of the coded positions
+    // (about one in ten, scattered): a per-symbol select with three stores
+    // cost more than coding the exponents.
+    let mut flag = [0u8; 256];
+    for (fl, &m) in flag.iter_mut().zip(&plan.map) {
+        *fl = (m != RAW_CTX) as u8;
     }
-    let (rp, sp, cp) = (raw.as_mut_ptr(), cs.as_mut_ptr(), cc.as_mut_ptr());
-    for (&s, &c) in syms.iter().zip(ctx) {
-        let k = coded[c as usize];
-        // SAFETY: `raw_count` and `n_coded` are the counts of raw and coded
-        // symbols (from the histograms of these very symbols), so before
-        // each store `ir <= raw_count` and `ic <= n_coded`, within the
-        // buffers' `count + 1` slots. (Indexing reloaded the three buffers
-        // from the stack on every symbol: measured 2x slower.)
-        unsafe {
-            *rp.add(ir) = s;
-            *sp.add(ic) = s;
-            *cp.add(ic) = c;
-        }
-        ic += k;
-        ir += 1 - k;
-    }
-    debug_assert!(ir == raw_count && ic == n_coded);
-    raw.truncate(raw_count);
-    cs.truncate(n_coded);
-    cc.truncate(n_coded);
+    let (masks, n_coded) = merge::coded_masks(ctx, &flag);
+    let raw = merge::split_clear(&masks, syms, syms.len() - n_coded);
+    let cs = merge::gather(syms, &masks, n_coded);
+    let cc = merge::gather(ctx, &masks, n_coded);
     crate::codec::put_block(out, &raw)?;
     rans::encode_ctx::<{ rans::LANES }>(&cs, &cc, &plan.map, &plan.models, out);
     Ok(())

@@ -75,11 +75,30 @@ fn split_head(data: &[u8], w: usize, e: &mut Vec<u8>, sm: &mut Vec<u8>) {
     sm.clear();
     e.resize(n, 0);
     sm.resize(n, 0);
-    for ((el, e), sm) in data.chunks_exact(w).zip(e.iter_mut()).zip(sm.iter_mut()) {
-        let lo = el[w - 2];
-        let hi = el[w - 1];
-        *e = (hi << 1) | (lo >> 7);
-        *sm = (hi & 0x80) | (lo & 0x7f);
+    match w {
+        2 => split_head_w::<2>(data, e, sm),
+        4 => split_head_w::<4>(data, e, sm),
+        _ => split_head_w::<8>(data, e, sm),
+    }
+}
+
+/// [`split_head`] for elements of `W` bytes: a constant width lets the
+/// compiler vectorize the loop (with the width a variable it read the input
+/// a byte at a time, measured at a tenth of the encoder's time).
+fn split_head_w<const W: usize>(data: &[u8], e: &mut [u8], sm: &mut [u8]) {
+    let (els, _) = data.as_chunks::<W>();
+    for ((el, e), sm) in els.iter().zip(e).zip(sm) {
+        let h = u16::from_le_bytes([el[W - 2], el[W - 1]]);
+        *e = (h >> 7) as u8;
+        *sm = ((h >> 8) as u8 & 0x80) | (h as u8 & 0x7f);
+    }
+}
+
+/// Byte `k` of every `W`-byte element.
+fn plane_of<const W: usize>(data: &[u8], k: usize, plane: &mut [u8]) {
+    let (els, _) = data.as_chunks::<W>();
+    for (p, el) in plane.iter_mut().zip(els) {
+        *p = el[k];
     }
 }
 
@@ -108,8 +127,9 @@ impl Codec for Exp {
         put_block(out, &block)?;
         let mut plane = vec![0u8; e.len()];
         for k in (0..w - 2).rev() {
-            for (p, el) in plane.iter_mut().zip(data.chunks_exact(w)) {
-                *p = el[k];
+            match w {
+                4 => plane_of::<4>(data, k, &mut plane),
+                _ => plane_of::<8>(data, k, &mut plane),
             }
             block.clear();
             encode_stream_with(&plane, Some(&e), g, &mut block)?;
