@@ -27,6 +27,8 @@ fn weights(dtype: DType, n: usize) -> Vec<u8> {
 }
 
 fn rans(c: &mut Criterion) {
+    // As the CLI does (see its doc): chunk-sized buffers are reused.
+    weightlab::io::keep_freed_memory();
     // The exponent byte of BF16 weights: ~2.7 bits per symbol.
     let w = weights(DType::BF16, 1 << 21);
     let syms: Vec<u8> = w.chunks_exact(2).map(|e| (e[1] << 1) | (e[0] >> 7)).collect();

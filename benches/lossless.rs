@@ -28,6 +28,8 @@ fn specs() -> Vec<&'static str> {
 }
 
 fn bench(c: &mut Criterion) {
+    // As the CLI does (see its doc): chunk-sized buffers are reused.
+    weightlab::io::keep_freed_memory();
     for dtype in [DType::BF16, DType::F32] {
         let n = (4 << 20) / dtype.size().unwrap();
         let data = synth::tensor_bytes(dtype, n, 1);

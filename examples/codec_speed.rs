@@ -13,6 +13,7 @@ use weightlab::tensor::SafeTensors;
 const REPS: usize = 7;
 
 fn main() -> weightlab::Result<()> {
+    weightlab::io::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let path = args.first().expect("usage: codec_speed FILE [SPEC ...]");
     let specs: Vec<&str> = if args.len() > 1 {

@@ -5,6 +5,26 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// Make the C allocator keep freed memory for reuse instead of handing it
+/// back to the kernel. The codecs allocate and free buffers of about a chunk
+/// (megabytes) per chunk; glibc serves such sizes with fresh `mmap`s (or
+/// trims its heaps after they are freed), so every chunk paid for page
+/// faults and zeroed pages again. Measured with `examples/codec_speed.rs`
+/// on MiniLM-BF16 (one core): `exp` encoding took 6.5 ns per weight with
+/// the defaults and 3.8 with these settings. The cost is that freed
+/// memory stays resident, which the peak RSS already counts. Call it at the
+/// start of a program; it does nothing off glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: plain calls into glibc's allocator configuration; a refused
+    // setting (return value 0) leaves the default, which is still correct.
+    unsafe {
+        // 32 MiB: glibc's largest mmap threshold on 64-bit targets.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// A read-only view of a whole file: a memory map, or an empty slice for an
 /// empty file (which cannot be mapped).
 pub struct Mapped {

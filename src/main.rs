@@ -166,6 +166,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 static ALLOC: weightlab::experiment::mem::CountingAlloc = weightlab::experiment::mem::CountingAlloc;
 
 fn main() -> ExitCode {
+    weightlab::io::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
