@@ -72,31 +72,36 @@ impl Model {
             }
         }
         // Fix the sum: each step moves one unit where it helps (or hurts) the
-        // expected code length the most (least).
+        // expected code length the most (least), ties to the lowest symbol.
+        // The gains are cached and only the moved symbol's is recomputed.
+        let up = sum < target;
+        let gain = |s: usize, f: u32| {
+            if up {
+                if h[s] > 0 { h[s] as f64 * ((f + 1) as f64 / f as f64).ln() } else { f64::NEG_INFINITY }
+            } else if f > 1 {
+                // Negated loss, so that both directions take the largest.
+                -(h[s] as f64 * (f as f64 / (f - 1) as f64).ln())
+            } else {
+                f64::NEG_INFINITY
+            }
+        };
+        let mut g: [f64; 256] = std::array::from_fn(|s| gain(s, freq[s]));
         while sum != target {
-            if sum < target {
-                let best = (0..256)
-                    .filter(|&s| h[s] > 0)
-                    .max_by(|&a, &b| {
-                        let ga = h[a] as f64 * ((freq[a] + 1) as f64 / freq[a] as f64).ln();
-                        let gb = h[b] as f64 * ((freq[b] + 1) as f64 / freq[b] as f64).ln();
-                        ga.total_cmp(&gb).then(b.cmp(&a))
-                    })
-                    .expect("a present symbol");
+            let mut best = 0;
+            for s in 1..256 {
+                if g[s] > g[best] {
+                    best = s;
+                }
+            }
+            debug_assert!(g[best] > f64::NEG_INFINITY, "a symbol to move");
+            if up {
                 freq[best] += 1;
                 sum += 1;
             } else {
-                let best = (0..256)
-                    .filter(|&s| freq[s] > 1)
-                    .min_by(|&a, &b| {
-                        let la = h[a] as f64 * (freq[a] as f64 / (freq[a] - 1) as f64).ln();
-                        let lb = h[b] as f64 * (freq[b] as f64 / (freq[b] - 1) as f64).ln();
-                        la.total_cmp(&lb).then(a.cmp(&b))
-                    })
-                    .expect("sum > target implies a frequency > 1");
                 freq[best] -= 1;
                 sum -= 1;
             }
+            g[best] = gain(best, freq[best]);
         }
         Some(Model { precision, freq })
     }
@@ -255,19 +260,6 @@ pub fn ctx_hists(syms: &[u8], ctx: &[u8]) -> Vec<Hist> {
     h
 }
 
-/// The sum of histograms.
-fn sum_hists(hs: &[Hist]) -> Hist {
-    let mut g = [0u64; 256];
-    for h in hs {
-        if h.iter().any(|&k| k > 0) {
-            for (g, &k) in g.iter_mut().zip(h) {
-                *g += k;
-            }
-        }
-    }
-    g
-}
-
 fn entropy_bits(h: &Hist) -> f64 {
     let n: u64 = h.iter().sum();
     crate::analysis::entropy::entropy(h) * n as f64
@@ -308,13 +300,6 @@ const POOL_BELOW: u64 = 2048;
 /// Map value of a context whose symbols are stored raw.
 const RAW_CTX: u8 = 255;
 
-/// The models of a stream and which context uses which.
-struct Plan {
-    models: Vec<Model>,
-    /// Context value -> model index, or [`RAW_CTX`].
-    map: [u8; 256],
-}
-
 /// Quantize `hists` at one precision chosen from `ps` (the cheapest in bits
 /// including the serialized models, preferring the smaller table unless the
 /// larger saves 0.3 %). The first histogram may be empty (an unused pool): it gets a
@@ -337,15 +322,30 @@ fn quantize(hists: &[&Hist], ps: &[u32]) -> Option<(f64, Vec<Model>)> {
     best
 }
 
-/// Decide how to code a stream. Without contexts: one model, or raw. With
-/// contexts: an own model for every context that saves [`MIN_GAIN`] of its
-/// raw size, a pooled model for the rare contexts if the pool saves as much,
-/// raw for the rest. Deterministic.
-fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize, min_gain: f64) -> Option<Plan> {
-    let Some(hs) = ctx else {
-        let (bits, models) = quantize(&[global], &[10, 11, 12])?;
-        return (bits < n as f64 * 8.0 * (1.0 - min_gain.min(0.02) / 4.0)).then_some(Plan { models, map: [0; 256] });
-    };
+/// The precisions `k` context models may use (all their tables within
+/// [`CTX_SLOTS`]).
+fn ctx_precisions(k: usize) -> Vec<u32> {
+    [10u32, 11, 12].into_iter().filter(|&p| k << p <= CTX_SLOTS).collect()
+}
+
+/// Context streams at least this long are planned on a sample of every
+/// [`SAMPLE_STRIDE`]-th symbol (see [`encode_stream_with`]).
+const SAMPLE_FROM: usize = 1 << 16;
+const SAMPLE_STRIDE: usize = 8;
+
+/// The model of a stream without contexts, or `None` where raw storage is
+/// about as small.
+fn plan_single(global: &Hist, n: usize, min_gain: f64) -> Option<Model> {
+    let (bits, mut models) = quantize(&[global], &[10, 11, 12])?;
+    (bits < n as f64 * 8.0 * (1.0 - min_gain.min(0.02) / 4.0)).then(|| models.remove(0))
+}
+
+/// Decide which contexts of a stream to code, from their histograms: an
+/// own model (index 1 up) for every context that saves [`MIN_GAIN`] of its
+/// raw size, the pooled model (index 0) for the rare contexts if the pool
+/// saves as much, raw ([`RAW_CTX`]) for the rest. Returns the map and the
+/// number of models, or `None` when every context is raw. Deterministic.
+fn plan_contexts(hs: &[Hist], min_gain: f64) -> Option<([u8; 256], usize)> {
     let mut map = [RAW_CTX; 256];
     let mut own: Vec<usize> = Vec::new();
     let mut pool = [0u64; 256];
@@ -370,15 +370,9 @@ fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize, min_gain: f64) -> Option<
     let pool_n: u64 = pool.iter().sum();
     let pool_coded =
         pool_n > 0 && entropy_bits(&pool) + model_bytes_estimate(&pool) * 8.0 < pool_n as f64 * 8.0 * (1.0 - min_gain);
-    if !pool_coded {
-        pool = [0; 256];
-    }
     if own.is_empty() && !pool_coded {
         return None;
     }
-    let hists: Vec<&Hist> = std::iter::once(&pool).chain(own.iter().map(|&c| &hs[c])).collect();
-    let ps: Vec<u32> = [10u32, 11, 12].into_iter().filter(|&p| hists.len() << p <= CTX_SLOTS).collect();
-    let (_, models) = quantize(&hists, &ps)?;
     if pool_coded {
         for &c in &pooled {
             map[c] = 0;
@@ -387,7 +381,7 @@ fn plan(global: &Hist, ctx: Option<&[Hist]>, n: usize, min_gain: f64) -> Option<
     for (i, &c) in own.iter().enumerate() {
         map[c] = (i + 1) as u8;
     }
-    Some(Plan { models, map })
+    Some((map, own.len() + 1))
 }
 
 /// Code a byte stream, optionally conditioned on `ctx` (one context byte per
@@ -407,66 +401,97 @@ pub fn encode_stream(syms: &[u8], ctx: Option<&[u8]>, out: &mut Vec<u8>) -> Resu
 /// [`encode_stream`] with the share of raw size a context must save to be
 /// coded (`min_gain`, e.g. 0.02; 1.0 stores every context raw: fastest decode).
 pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &mut Vec<u8>) -> Result<()> {
-    if let Some(c) = ctx
-        && c.len() != syms.len()
-    {
-        return Err(Error::invalid("entropy stream: context and symbol lengths differ"));
-    }
-    let hs = ctx.map(|c| ctx_hists(syms, c));
-    // With contexts the global histogram is the sum of theirs.
-    let global = match &hs {
-        Some(hs) => sum_hists(hs),
-        None => hist(syms),
-    };
-    let present = global.iter().filter(|&&c| c > 0).count();
-    if present == 1 {
-        out.push(MODE_CONST);
-        out.push(syms[0]);
-        return Ok(());
-    }
-    let plan = if syms.len() < 64 { None } else { plan(&global, hs.as_deref(), syms.len(), min_gain) };
-    let Some(plan) = plan else {
-        out.push(MODE_RAW);
-        out.extend_from_slice(syms);
-        return Ok(());
-    };
     let Some(ctx) = ctx else {
+        let global = hist(syms);
+        if global.iter().filter(|&&c| c > 0).count() == 1 {
+            out.extend_from_slice(&[MODE_CONST, syms[0]]);
+            return Ok(());
+        }
+        let model = if syms.len() < 64 { None } else { plan_single(&global, syms.len(), min_gain) };
+        let Some(model) = model else {
+            encode_raw(syms, out);
+            return Ok(());
+        };
         let wide = syms.len() >= WIDE_FROM;
         out.push(if wide { MODE_RANS32 } else { MODE_RANS });
         out.push(0);
-        plan.models[0].write(out);
+        model.write(out);
         if wide {
-            rans::encode::<{ rans::LANES32 }>(syms, &plan.models[0], out);
+            rans::encode::<{ rans::LANES32 }>(syms, &model, out);
         } else {
-            rans::encode::<{ rans::LANES }>(syms, &plan.models[0], out);
+            rans::encode::<{ rans::LANES }>(syms, &model, out);
         }
         return Ok(());
     };
-    out.push(MODE_RANS);
-    out.push((plan.models.len() - 1) as u8);
-    for m in &plan.models {
-        m.write(out);
+    if ctx.len() != syms.len() {
+        return Err(Error::invalid("entropy stream: context and symbol lengths differ"));
     }
-    let listed: Vec<usize> = (0..256).filter(|&c| plan.map[c] != RAW_CTX).collect();
-    out.extend_from_slice(&(listed.len() as u16).to_le_bytes());
-    for &c in &listed {
-        out.push(c as u8);
-        out.push(plan.map[c]);
+    if !syms.is_empty() && syms.iter().all(|&s| s == syms[0]) {
+        out.extend_from_slice(&[MODE_CONST, syms[0]]);
+        return Ok(());
     }
+    // Which contexts to code is decided on the context histograms: of every
+    // symbol in a short stream, of every SAMPLE_STRIDE-th one (counts scaled
+    // back up) in a long one. The models are then built from the exact
+    // counts of the coded symbols, so a symbol the sample missed still has a
+    // frequency. Counting every symbol under its context took about as long
+    // as coding the exponents.
+    let hs = if syms.len() >= SAMPLE_FROM {
+        let s: Vec<u8> = syms.iter().step_by(SAMPLE_STRIDE).copied().collect();
+        let c: Vec<u8> = ctx.iter().step_by(SAMPLE_STRIDE).copied().collect();
+        let mut hs = ctx_hists(&s, &c);
+        for k in hs.iter_mut().flat_map(|h| h.iter_mut()) {
+            *k *= SAMPLE_STRIDE as u64;
+        }
+        hs
+    } else {
+        ctx_hists(syms, ctx)
+    };
+    let planned = if syms.len() < 64 { None } else { plan_contexts(&hs, min_gain) };
+    let Some((map, nm)) = planned else {
+        encode_raw(syms, out);
+        return Ok(());
+    };
     // Split into raw and coded symbols by a bitmask of the coded positions
     // (about one in ten, scattered): a per-symbol select with three stores
     // cost more than coding the exponents.
     let mut flag = [0u8; 256];
-    for (fl, &m) in flag.iter_mut().zip(&plan.map) {
+    for (fl, &m) in flag.iter_mut().zip(&map) {
         *fl = (m != RAW_CTX) as u8;
     }
     let (masks, n_coded) = merge::coded_masks(ctx, &flag);
     let raw = merge::split_clear(&masks, syms, syms.len() - n_coded);
     let cs = merge::gather(syms, &masks, n_coded);
     let cc = merge::gather(ctx, &masks, n_coded);
+    let mut hm = vec![[0u64; 256]; nm];
+    for (&s, &c) in cs.iter().zip(&cc) {
+        hm[map[c as usize] as usize][s as usize] += 1;
+    }
+    let refs: Vec<&Hist> = hm.iter().collect();
+    let Some((_, models)) = quantize(&refs, &ctx_precisions(nm)) else {
+        encode_raw(syms, out);
+        return Ok(());
+    };
+    out.push(MODE_RANS);
+    out.push((models.len() - 1) as u8);
+    for m in &models {
+        m.write(out);
+    }
+    let listed: Vec<usize> = (0..256).filter(|&c| map[c] != RAW_CTX).collect();
+    out.extend_from_slice(&(listed.len() as u16).to_le_bytes());
+    for &c in &listed {
+        out.push(c as u8);
+        out.push(map[c]);
+    }
     crate::codec::put_block(out, &raw)?;
-    rans::encode_ctx::<{ rans::LANES }>(&cs, &cc, &plan.map, &plan.models, out);
+    rans::encode_ctx::<{ rans::LANES }>(&cs, &cc, &map, &models, out);
     Ok(())
+}
+
+/// A raw block (what [`encode_stream`] writes for symbols it cannot code).
+fn encode_raw(syms: &[u8], out: &mut Vec<u8>) {
+    out.push(MODE_RAW);
+    out.extend_from_slice(syms);
 }
 
 /// Decode a block written by [`encode_stream`] into `out` (its exact length),

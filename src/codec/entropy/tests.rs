@@ -198,3 +198,27 @@ fn four_lane_streams_of_earlier_builds_decode() {
     encode_stream(&syms, Some(&ctx), &mut now).unwrap();
     assert_eq!(now[0], MODE_RANS);
 }
+
+/// A long context stream is planned on a sample; a symbol of a coded
+/// context that the sample never sees must still be coded (the models come
+/// from the exact counts), and the skewed context must still be coded.
+#[test]
+fn sampled_plans_code_symbols_the_sample_missed() {
+    let n = 1 << 17;
+    assert!(n >= SAMPLE_FROM);
+    let mut r = Rng::from_state(21);
+    // Context 1 (every tenth symbol) is skewed, context 0 uniform.
+    let ctx: Vec<u8> = (0..n).map(|i| (i % 10 == 0) as u8).collect();
+    let mut syms: Vec<u8> = (0..n)
+        .map(|i| if ctx[i] == 1 { (100.0 + 2.0 * r.normal()).clamp(0.0, 255.0) as u8 } else { r.next_u64() as u8 })
+        .collect();
+    // Position 70 is in context 1 and off the sample's grid.
+    assert!(70 % SAMPLE_STRIDE != 0 && ctx[70] == 1);
+    syms[70] = 250;
+    let at: Vec<usize> = (0..n).filter(|&i| ctx[i] == 1 && syms[i] == 250).collect();
+    assert_eq!(at, [70]);
+    let enc = round_trip(&syms, Some(&ctx));
+    // Context 1 costs about 3 of its 8 bits: coded, the block is well
+    // under the raw size.
+    assert!(enc.len() < n - n / 20, "{} bytes for {n} symbols", enc.len());
+}
