@@ -17,8 +17,8 @@ pub fn coded_masks(ctx: &[u8], flag: &[u8; 256]) -> (Vec<u64>, usize) {
     let mut masks = vec![0u64; ctx.len().div_ceil(64)];
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is available.
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt") {
+        // SAFETY: AVX2 and POPCNT are available.
         done = unsafe { masks_avx2(ctx, flag, &mut masks) };
     }
     for (b, block) in ctx.chunks(64).enumerate().skip(done / 64) {
@@ -38,7 +38,7 @@ pub fn coded_masks(ctx: &[u8], flag: &[u8; 256]) -> (Vec<u64>, usize) {
 /// Returns the elements done (a multiple of 64). Measured on MiniLM-BF16:
 /// the scalar loop took about as long as decoding the exponents.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,popcnt")]
 unsafe fn masks_avx2(ctx: &[u8], flag: &[u8; 256], masks: &mut [u64]) -> usize {
     use std::arch::x86_64::*;
     // rows[h][l]: bit (h & 7) set when context (h << 4 | l) is flagged, in
@@ -111,8 +111,8 @@ fn pack(masks: &[u64], src: &[u8], n: usize, clear: bool) -> Vec<u8> {
     let mut done = 0;
     let mut at = 0;
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("ssse3") {
-        // SAFETY: SSSE3 is available.
+    if is_x86_feature_detected!("ssse3") && is_x86_feature_detected!("popcnt") {
+        // SAFETY: SSSE3 and POPCNT are available.
         (done, at) = unsafe { pack_ssse3(masks, src, flip, &mut out) };
     }
     for (i, &b) in src.iter().enumerate().skip(done) {
@@ -152,7 +152,7 @@ static PACK: [[u8; 8]; 256] = pack_lut();
 /// written. `out` has 8 bytes of slack past the kept elements (every group
 /// is stored as 8 bytes).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "ssse3")]
+#[target_feature(enable = "ssse3,popcnt")]
 unsafe fn pack_ssse3(masks: &[u64], src: &[u8], flip: u64, out: &mut [u8]) -> (usize, usize) {
     use std::arch::x86_64::*;
     let full = src.len() / 64;
@@ -186,8 +186,8 @@ unsafe fn pack_ssse3(masks: &[u64], src: &[u8], flip: u64, out: &mut [u8]) -> (u
 pub fn merge(masks: &[u64], raw: &[u8], coded: &[u8], out: &mut [u8]) {
     debug_assert_eq!(raw.len() + coded.len(), out.len());
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("ssse3") {
-        // SAFETY: SSSE3 is available.
+    if is_x86_feature_detected!("ssse3") && is_x86_feature_detected!("popcnt") {
+        // SAFETY: SSSE3 and POPCNT are available.
         return unsafe { merge_ssse3(masks, raw, coded, out) };
     }
     merge_scalar(masks, raw, coded, out, 0, 0, 0);
@@ -228,7 +228,7 @@ const fn expand_lut() -> [[u8; 8]; 256] {
 static EXPAND: [[u8; 8]; 256] = expand_lut();
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "ssse3")]
+#[target_feature(enable = "ssse3,popcnt")]
 unsafe fn merge_ssse3(masks: &[u64], raw: &[u8], coded: &[u8], out: &mut [u8]) {
     use std::arch::x86_64::*;
     let (mut ir, mut ic) = (0usize, 0usize);
@@ -271,6 +271,210 @@ unsafe fn merge_ssse3(masks: &[u64], raw: &[u8], coded: &[u8], out: &mut [u8]) {
     merge_scalar(masks, raw, coded, out, full * 64, ir, ic);
 }
 
+/// `out[i]` = the next coded symbol where `flag[ctx[i]]` is set, else the
+/// next raw one: [`merge`] without a bitmask array on cores with
+/// [`x512`], else by [`coded_masks`] and [`merge`]. The caller has checked
+/// that `raw.len() + coded.len() == out.len() == ctx.len()` and that
+/// `coded.len()` is the number of flagged elements.
+pub fn merge_flagged(ctx: &[u8], flag: &[u8; 256], raw: &[u8], coded: &[u8], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if x512::available() {
+        // SAFETY: the features are available.
+        return unsafe { x512::merge(ctx, flag, raw, coded, out) };
+    }
+    let (masks, _) = coded_masks(ctx, flag);
+    merge(&masks, raw, coded, out);
+}
+
+/// The contexts of the flagged elements, in order (what the coded symbols
+/// are decoded with).
+pub fn flagged(ctx: &[u8], flag: &[u8; 256]) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if x512::available() {
+        // SAFETY: the features are available.
+        return unsafe { x512::split(ctx, ctx, flag) }.1;
+    }
+    let (masks, k) = coded_masks(ctx, flag);
+    gather(ctx, &masks, k)
+}
+
+/// The encoder's split of `syms` by `flag[ctx]`: the unflagged symbols
+/// (stored raw), the flagged ones and their contexts (coded), each in order.
+pub fn split_flagged(syms: &[u8], ctx: &[u8], flag: &[u8; 256]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    debug_assert_eq!(syms.len(), ctx.len());
+    #[cfg(target_arch = "x86_64")]
+    if x512::available() {
+        // SAFETY: the features are available.
+        return unsafe { x512::split(syms, ctx, flag) };
+    }
+    let (masks, k) = coded_masks(ctx, flag);
+    (split_clear(&masks, syms, syms.len() - k), gather(syms, &masks, k), gather(ctx, &masks, k))
+}
+
+/// AVX-512 (F, BW, VBMI, VBMI2) merging: the flags of 64 contexts looked
+/// up at once in the 256-byte flag table held in four registers (two
+/// two-source byte permutes and a blend on the context's top bit), and the
+/// raw and coded symbols spread over their positions by byte expands (or
+/// packed by byte compresses), so that no bitmask array is built.
+///
+/// # Safety
+/// Every function here needs the CPU features that [`x512::available`]
+/// checks: code without them enabled must call it first.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::missing_safety_doc)]
+pub mod x512 {
+    use std::arch::x86_64::*;
+
+    /// The features this module's functions need, and not switched off by
+    /// `WEIGHTLAB_NO_AVX512` (set to measure or test the other paths on a
+    /// core that has them).
+    pub fn available() -> bool {
+        use std::sync::OnceLock;
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vbmi")
+                && is_x86_feature_detected!("avx512vbmi2")
+                && is_x86_feature_detected!("bmi2")
+                && is_x86_feature_detected!("popcnt")
+                && std::env::var_os("WEIGHTLAB_NO_AVX512").is_none()
+        })
+    }
+
+    /// A 256-entry byte table of flags in four registers.
+    #[derive(Clone, Copy)]
+    pub struct Flags([__m512i; 4]);
+
+    impl Flags {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+        pub fn new(flag: &[u8; 256]) -> Flags {
+            // SAFETY: four 64-byte loads from a 256-byte array.
+            Flags(std::array::from_fn(|k| unsafe { _mm512_loadu_si512(flag.as_ptr().add(64 * k).cast()) }))
+        }
+
+        /// Bit `k` set where the flag of context byte `k` of `c` is nonzero.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+        pub fn mask(&self, c: __m512i) -> u64 {
+            let lo = _mm512_permutex2var_epi8(self.0[0], c, self.0[1]);
+            let hi = _mm512_permutex2var_epi8(self.0[2], c, self.0[3]);
+            let r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(c), lo, hi);
+            _mm512_test_epi8_mask(r, r)
+        }
+    }
+
+    /// Up to 64 bytes of `s` from `at`, zeros past its end (a masked load
+    /// never touches the bytes it masks off).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    pub fn load(s: &[u8], at: usize) -> __m512i {
+        let at = at.min(s.len());
+        let rem = s.len() - at;
+        // SAFETY: `at <= s.len()`; a full load has 64 bytes left, a masked
+        // one reads only the `rem` bytes left.
+        unsafe {
+            if rem >= 64 {
+                _mm512_loadu_si512(s.as_ptr().add(at).cast())
+            } else {
+                _mm512_maskz_loadu_epi8(_bzhi_u64(!0, rem as u32), s.as_ptr().add(at).cast())
+            }
+        }
+    }
+
+    /// The mask of the first `min(n, 64)` elements of a block.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    pub fn valid(n: usize) -> u64 {
+        if n >= 64 { !0 } else { _bzhi_u64(!0, n as u32) }
+    }
+
+    /// Stores the first `n` (at most 64) bytes of `v` at `out[at..]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    pub fn store(out: &mut [u8], at: usize, v: __m512i, n: usize) {
+        assert!(at + n <= out.len() && n <= 64);
+        // SAFETY: in bounds (asserted); a masked store writes `n` bytes.
+        unsafe {
+            if n == 64 {
+                _mm512_storeu_si512(out.as_mut_ptr().add(at).cast(), v)
+            } else {
+                _mm512_mask_storeu_epi8(out.as_mut_ptr().add(at).cast(), _bzhi_u64(!0, n as u32), v)
+            }
+        }
+    }
+
+    /// A context stream's two sources, merged 64 elements at a time.
+    pub struct Merger<'a> {
+        flags: Flags,
+        raw: &'a [u8],
+        coded: &'a [u8],
+        ir: usize,
+        ic: usize,
+    }
+
+    impl<'a> Merger<'a> {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+        pub fn new(flag: &[u8; 256], raw: &'a [u8], coded: &'a [u8]) -> Merger<'a> {
+            Merger { flags: Flags::new(flag), raw, coded, ir: 0, ic: 0 }
+        }
+
+        /// The symbols of the next block of elements, with contexts `c`, of
+        /// which the elements of `valid` (the low bits) exist.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+        pub fn next(&mut self, c: __m512i, valid: u64) -> __m512i {
+            let k = self.flags.mask(c) & valid;
+            let nk = !k & valid;
+            let vc = _mm512_maskz_expand_epi8(k, load(self.coded, self.ic));
+            let vr = _mm512_maskz_expand_epi8(nk, load(self.raw, self.ir));
+            self.ic += k.count_ones() as usize;
+            self.ir += nk.count_ones() as usize;
+            _mm512_or_si512(vc, vr)
+        }
+    }
+
+    /// [`super::merge_flagged`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    pub fn merge(ctx: &[u8], flag: &[u8; 256], raw: &[u8], coded: &[u8], out: &mut [u8]) {
+        let mut m = Merger::new(flag, raw, coded);
+        for i in (0..ctx.len()).step_by(64) {
+            let n = (ctx.len() - i).min(64);
+            let v = m.next(load(ctx, i), valid(n));
+            store(out, i, v, n);
+        }
+    }
+
+    /// [`super::split_flagged`], in one pass.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    pub fn split(syms: &[u8], ctx: &[u8], flag: &[u8; 256]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let n = ctx.len();
+        assert_eq!(syms.len(), n);
+        let f = Flags::new(flag);
+        // Every block is stored whole, so each output has room for all
+        // elements and 64 bytes; only what is written is ever touched.
+        let mut outs: [Vec<u8>; 3] = std::array::from_fn(|_| Vec::with_capacity(n + 64));
+        let mut at = [0usize; 3];
+        for i in (0..n).step_by(64) {
+            let c = load(ctx, i);
+            let s = load(syms, i);
+            let k = f.mask(c) & valid(n - i);
+            let nk = !k & valid(n - i);
+            for (j, (kk, v)) in [(nk, s), (k, s), (k, c)].into_iter().enumerate() {
+                // SAFETY: `at[j] <= i < n`, so 64 bytes from `at[j]` are within the capacity.
+                unsafe { _mm512_storeu_si512(outs[j].as_mut_ptr().add(at[j]).cast(), _mm512_maskz_compress_epi8(kk, v)) };
+                at[j] += kk.count_ones() as usize;
+            }
+        }
+        for (o, &a) in outs.iter_mut().zip(&at) {
+            // SAFETY: the first `a` bytes were written by the stores above.
+            unsafe { o.set_len(a) };
+        }
+        let [raw, cs, cc] = outs;
+        (raw, cs, cc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +496,33 @@ mod tests {
                 want += bit as usize;
             }
             assert_eq!(k, want);
+        }
+    }
+
+    /// The flag-driven merge, split and context gather (AVX-512 where the
+    /// core has it) against a plain filter, on lengths around the block
+    /// size and flag densities from none to all.
+    #[test]
+    fn flagged_merge_and_split_match_a_plain_filter() {
+        let mut r = crate::tensor::synth::Rng::from_state(13);
+        for n in [0usize, 1, 63, 64, 65, 127, 128, 129, 1000, 4097] {
+            for density in [0u64, 5, 50, 100] {
+                let ctx: Vec<u8> = (0..n).map(|_| r.next_u64() as u8).collect();
+                let syms: Vec<u8> = (0..n).map(|_| r.next_u64() as u8).collect();
+                let mut flag = [0u8; 256];
+                for f in flag.iter_mut() {
+                    *f = (r.next_u64() % 100 < density) as u8 * (1 + r.next_u64() as u8 % 200);
+                }
+                let on = |c: &u8| flag[*c as usize] != 0;
+                let raw: Vec<u8> = syms.iter().zip(&ctx).filter(|(_, c)| !on(c)).map(|(s, _)| *s).collect();
+                let coded: Vec<u8> = syms.iter().zip(&ctx).filter(|(_, c)| on(c)).map(|(s, _)| *s).collect();
+                let cc: Vec<u8> = ctx.iter().filter(|c| on(c)).copied().collect();
+                assert_eq!(flagged(&ctx, &flag), cc, "n {n}, density {density}");
+                assert_eq!(split_flagged(&syms, &ctx, &flag), (raw.clone(), coded.clone(), cc), "n {n}, density {density}");
+                let mut out = vec![0u8; n];
+                merge_flagged(&ctx, &flag, &raw, &coded, &mut out);
+                assert_eq!(out, syms, "n {n}, density {density}");
+            }
         }
     }
 

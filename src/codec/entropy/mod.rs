@@ -20,7 +20,7 @@
 //! MiniLM-BF16 exponents the vector decoder takes about 1.1 ns per symbol on
 //! one core of the reference machine, the scalar one about 2.3.
 
-mod merge;
+pub mod merge;
 pub mod rans;
 
 use crate::error::{Error, Result};
@@ -278,9 +278,12 @@ const MODE_RAW: u8 = 0;
 /// stream with a model switch per symbol.
 const MODE_RANS: u8 = 1;
 const MODE_CONST: u8 = 2;
-/// One 32-lane rANS stream, decoded by AVX2 where the core has it. (Mode 3
-/// was a short-lived development layout and is not read.)
+/// One 32-lane rANS stream, decoded by AVX-512 or AVX2 where the core has
+/// it. (Mode 3 was a short-lived development layout and is not read.)
 const MODE_RANS32: u8 = 4;
+/// One 64-lane rANS stream: as mode 4 with twice the lanes, for streams of
+/// [`WIDER_FROM`] symbols or more.
+const MODE_RANS64: u8 = 5;
 
 /// Fixed cost of a rANS stream: lane states plus precision and counts.
 const RANS_OVERHEAD_BITS: f64 = (rans::LANES * 32 + 64) as f64;
@@ -288,6 +291,13 @@ const RANS_OVERHEAD_BITS: f64 = (rans::LANES * 32 + 64) as f64;
 /// bytes of lane states); shorter ones four (16 bytes): on MiniLM-BF16 the
 /// states of 32 lanes on every stream cost 0.03 points of ratio.
 const WIDE_FROM: usize = 1 << 16;
+/// Single streams this long or longer get 64 lanes (256 bytes of states):
+/// a lane's step is a chain of dependent instructions (table gather,
+/// multiply, renormalization), and 32 lanes leave the vector units idle
+/// part of the time. Measured on the exponents of 4 MiB of MiniLM-BF16
+/// (AVX-512, one core): 0.56 ns per symbol with 32 lanes, 0.43 with 64,
+/// the same with 128.
+const WIDER_FROM: usize = 1 << 19;
 
 /// The default share of its raw size a context (or the pool of rare
 /// contexts) must save to be entropy coded rather than stored raw. Raw contexts bypass the
@@ -412,14 +422,17 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
             encode_raw(syms, out);
             return Ok(());
         };
-        let wide = syms.len() >= WIDE_FROM;
-        out.push(if wide { MODE_RANS32 } else { MODE_RANS });
-        out.push(0);
+        let mode = match syms.len() {
+            n if n >= WIDER_FROM => MODE_RANS64,
+            n if n >= WIDE_FROM => MODE_RANS32,
+            _ => MODE_RANS,
+        };
+        out.extend_from_slice(&[mode, 0]);
         model.write(out);
-        if wide {
-            rans::encode::<{ rans::LANES32 }>(syms, &model, out);
-        } else {
-            rans::encode::<{ rans::LANES }>(syms, &model, out);
+        match mode {
+            MODE_RANS64 => rans::encode::<{ rans::LANES64 }>(syms, &model, out),
+            MODE_RANS32 => rans::encode::<{ rans::LANES32 }>(syms, &model, out),
+            _ => rans::encode::<{ rans::LANES }>(syms, &model, out),
         }
         return Ok(());
     };
@@ -455,14 +468,7 @@ pub fn encode_stream_with(syms: &[u8], ctx: Option<&[u8]>, min_gain: f64, out: &
     // Split into raw and coded symbols by a bitmask of the coded positions
     // (about one in ten, scattered): a per-symbol select with three stores
     // cost more than coding the exponents.
-    let mut flag = [0u8; 256];
-    for (fl, &m) in flag.iter_mut().zip(&map) {
-        *fl = (m != RAW_CTX) as u8;
-    }
-    let (masks, n_coded) = merge::coded_masks(ctx, &flag);
-    let raw = merge::split_clear(&masks, syms, syms.len() - n_coded);
-    let cs = merge::gather(syms, &masks, n_coded);
-    let cc = merge::gather(ctx, &masks, n_coded);
+    let (raw, cs, cc) = merge::split_flagged(syms, ctx, &coded_flags(&map));
     let mut hm = vec![[0u64; 256]; nm];
     for (&s, &c) in cs.iter().zip(&cc) {
         hm[map[c as usize] as usize][s as usize] += 1;
@@ -502,33 +508,84 @@ pub fn decode_stream(input: &[u8], ctx: Option<&[u8]>, out: &mut [u8]) -> Result
     }
     let mut r = crate::codec::Reader::new(input, "entropy");
     match (r.u8()?, ctx) {
+        (mode @ (MODE_RANS | MODE_RANS32 | MODE_RANS64), None) => decode_single(mode, &mut r, out),
+        _ => match decode_parts(input, ctx, out.len())? {
+            Parts::Bytes(b) => {
+                out.copy_from_slice(&b);
+                Ok(())
+            }
+            Parts::Const(s) => {
+                out.fill(s);
+                Ok(())
+            }
+            Parts::Split { flag, raw, coded } => {
+                merge::merge_flagged(ctx.expect("split streams have contexts"), &flag, raw, &coded, out);
+                Ok(())
+            }
+        },
+    }
+}
+
+/// A stream decoded up to the merge of its raw and coded symbols (see
+/// [`decode_parts`]): what a caller that assembles several streams into
+/// elements in one pass needs.
+pub enum Parts<'a> {
+    /// Every symbol, in order: a raw block, or a stream coded without contexts.
+    Bytes(std::borrow::Cow<'a, [u8]>),
+    /// One symbol throughout.
+    Const(u8),
+    /// A context stream: the symbols of the elements whose context is
+    /// flagged come from `coded` in order, the others from `raw` in order.
+    /// The counts have been checked against the contexts.
+    Split { flag: Box<[u8; 256]>, raw: &'a [u8], coded: Vec<u8> },
+}
+
+/// Decode a block written by [`encode_stream`] for `n` symbols, with the
+/// same contexts, short of merging a context stream's two sources. Never
+/// panics on malformed input.
+pub fn decode_parts<'a>(input: &'a [u8], ctx: Option<&[u8]>, n: usize) -> Result<Parts<'a>> {
+    if ctx.is_some_and(|c| c.len() != n) {
+        return Err(Error::invalid("entropy stream: context and output lengths differ"));
+    }
+    let mut r = crate::codec::Reader::new(input, "entropy");
+    match (r.u8()?, ctx) {
         (MODE_RAW, _) => {
-            let b = r.bytes(out.len())?;
+            let b = r.bytes(n)?;
             r.finish()?;
-            out.copy_from_slice(b);
-            Ok(())
+            Ok(Parts::Bytes(b.into()))
         }
         (MODE_CONST, _) => {
             let s = r.u8()?;
             r.finish()?;
-            out.fill(s);
-            Ok(())
+            Ok(Parts::Const(s))
         }
-        (mode @ (MODE_RANS | MODE_RANS32), None) => {
-            let models = read_models(&mut r)?;
-            if models.len() != 1 {
-                return Err(Error::corrupt("entropy stream: several models but no contexts"));
-            }
-            let t = rans::DecTables::new(&models);
-            if mode == MODE_RANS32 {
-                rans::decode::<{ rans::LANES32 }>(r.rest(), &t, out)
-            } else {
-                rans::decode::<{ rans::LANES }>(r.rest(), &t, out)
-            }
+        (mode @ (MODE_RANS | MODE_RANS32 | MODE_RANS64), None) => {
+            let mut out = vec![0u8; n];
+            decode_single(mode, &mut r, &mut out)?;
+            Ok(Parts::Bytes(out.into()))
         }
-        (MODE_RANS, Some(ctx)) => decode_ctx_rans(&mut r, ctx, out),
+        (MODE_RANS, Some(ctx)) => decode_ctx_rans(&mut r, ctx),
         (m, _) => Err(Error::corrupt(format!("entropy stream: unknown mode {m}"))),
     }
+}
+
+/// A single-model rANS block after its mode byte.
+fn decode_single(mode: u8, r: &mut crate::codec::Reader, out: &mut [u8]) -> Result<()> {
+    let models = read_models(r)?;
+    if models.len() != 1 {
+        return Err(Error::corrupt("entropy stream: several models but no contexts"));
+    }
+    let t = rans::DecTables::new(&models);
+    match mode {
+        MODE_RANS64 => rans::decode::<{ rans::LANES64 }>(r.rest(), &t, out),
+        MODE_RANS32 => rans::decode::<{ rans::LANES32 }>(r.rest(), &t, out),
+        _ => rans::decode::<{ rans::LANES }>(r.rest(), &t, out),
+    }
+}
+
+/// The flag table of a context map: nonzero for the coded contexts.
+fn coded_flags(map: &[u8; 256]) -> [u8; 256] {
+    map.map(|m| (m != RAW_CTX) as u8)
 }
 
 fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
@@ -547,10 +604,10 @@ fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
 /// Decode a context-conditioned rANS block (after its mode byte). In the
 /// float codecs most symbols sit in raw contexts (the near-uniform mantissas
 /// of common exponents) and about one in ten in coded ones: the decoder
-/// marks the coded positions in a bitmask, decodes the coded symbols (their
-/// contexts gathered from the mask), and merges the two sources by the mask
+/// gathers the contexts of the coded elements, decodes their symbols, and
+/// leaves the merge of the two sources by the flags to the caller
 /// ([`merge`]).
-fn decode_ctx_rans(r: &mut crate::codec::Reader, ctx: &[u8], out: &mut [u8]) -> Result<()> {
+fn decode_ctx_rans<'a>(r: &mut crate::codec::Reader<'a>, ctx: &[u8]) -> Result<Parts<'a>> {
     let n = ctx.len();
     let models = read_models(r)?;
     let nm = models.len();
@@ -569,23 +626,18 @@ fn decode_ctx_rans(r: &mut crate::codec::Reader, ctx: &[u8], out: &mut [u8]) -> 
     }
     let raw = r.block()?;
     let payload = r.rest();
-    let mut flag = [0u8; 256];
-    for (fl, &m) in flag.iter_mut().zip(&map) {
-        *fl = (m != RAW_CTX) as u8;
-    }
-    let (masks, n_coded) = merge::coded_masks(ctx, &flag);
-    if raw.len() != n - n_coded {
+    let flag = coded_flags(&map);
+    let cc = merge::flagged(ctx, &flag);
+    if raw.len() != n - cc.len() {
         return Err(Error::corrupt(format!(
             "entropy stream: {} raw bytes for {} raw symbols",
             raw.len(),
-            n - n_coded
+            n - cc.len()
         )));
     }
-    let cc = merge::gather(ctx, &masks, n_coded);
-    let mut cs = vec![0u8; n_coded];
-    rans::decode_ctx::<{ rans::LANES }>(payload, &rans::DecTables::new(&models), &cc, &map, &mut cs)?;
-    merge::merge(&masks, raw, &cs, out);
-    Ok(())
+    let mut coded = vec![0u8; cc.len()];
+    rans::decode_ctx::<{ rans::LANES }>(payload, &rans::DecTables::new(&models), &cc, &map, &mut coded)?;
+    Ok(Parts::Split { flag: Box::new(flag), raw, coded })
 }
 
 #[cfg(test)]

@@ -186,14 +186,21 @@ fn four_lane_streams_of_earlier_builds_decode() {
     rans::encode_ctx::<{ rans::LANES }>(&cs, &cc, &map, &models, &mut enc);
     decode_stream(&enc, Some(&ctx), &mut out).unwrap();
     assert_eq!(out, syms);
-    // The current encoder writes long single streams as 32-lane rANS,
-    // short ones and context streams in this layout.
+    // The current encoder writes long single streams as 32- or 64-lane
+    // rANS, short ones and context streams in this layout.
     let mut now = Vec::new();
     encode_stream(&syms, None, &mut now).unwrap();
     assert_eq!(now[0], MODE_RANS);
     now.clear();
     encode_stream(&skewed(WIDE_FROM, 1), None, &mut now).unwrap();
     assert_eq!(now[0], MODE_RANS32);
+    now.clear();
+    let long = skewed(WIDER_FROM + 33, 2);
+    encode_stream(&long, None, &mut now).unwrap();
+    assert_eq!(now[0], MODE_RANS64);
+    let mut back = vec![0u8; long.len()];
+    decode_stream(&now, None, &mut back).unwrap();
+    assert_eq!(back, long);
     now.clear();
     encode_stream(&syms, Some(&ctx), &mut now).unwrap();
     assert_eq!(now[0], MODE_RANS);
