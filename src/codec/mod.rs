@@ -452,6 +452,18 @@ impl<'a> Reader<'a> {
 }
 
 /// Append a u32-length-prefixed block.
+/// Append a u32-length-prefixed block written in place by `write` (which
+/// appends to `out`): [`put_block`] without the copy.
+pub fn with_block(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> Result<()>) -> Result<()> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out)?;
+    let n = u32::try_from(out.len() - at - 4)
+        .map_err(|_| Error::unsupported(format!("stream of {} bytes exceeds 4 GiB; use smaller chunks", out.len() - at - 4)))?;
+    out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    Ok(())
+}
+
 pub fn put_block(out: &mut Vec<u8>, block: &[u8]) -> Result<()> {
     let n = u32::try_from(block.len())
         .map_err(|_| Error::unsupported(format!("stream of {} bytes exceeds 4 GiB; use smaller chunks", block.len())))?;

@@ -311,6 +311,24 @@ pub fn split_flagged(syms: &[u8], ctx: &[u8], flag: &[u8; 256]) -> (Vec<u8>, Vec
     (split_clear(&masks, syms, syms.len() - k), gather(syms, &masks, k), gather(ctx, &masks, k))
 }
 
+/// The histogram of the symbols whose flag is zero (rare where the flags
+/// are a sample's support): a lookup per 64 symbols by [`x512`], a
+/// per-symbol test elsewhere.
+pub fn count_unflagged(syms: &[u8], flag: &[u8; 256]) -> [u64; 256] {
+    #[cfg(target_arch = "x86_64")]
+    if x512::available() {
+        // SAFETY: the features are available.
+        return unsafe { x512::count_unflagged(syms, flag) };
+    }
+    let mut h = [0u64; 256];
+    for &s in syms {
+        if flag[s as usize] == 0 {
+            h[s as usize] += 1;
+        }
+    }
+    h
+}
+
 /// AVX-512 (F, BW, VBMI, VBMI2) merging: the flags of 64 contexts looked
 /// up at once in the 256-byte flag table held in four registers (two
 /// two-source byte permutes and a blend on the context's top bit), and the
@@ -353,13 +371,20 @@ pub mod x512 {
             Flags(std::array::from_fn(|k| unsafe { _mm512_loadu_si512(flag.as_ptr().add(64 * k).cast()) }))
         }
 
+        /// Byte `k`: the table's entry for context byte `k` of `c`.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+        pub fn lookup(&self, c: __m512i) -> __m512i {
+            let lo = _mm512_permutex2var_epi8(self.0[0], c, self.0[1]);
+            let hi = _mm512_permutex2var_epi8(self.0[2], c, self.0[3]);
+            _mm512_mask_blend_epi8(_mm512_movepi8_mask(c), lo, hi)
+        }
+
         /// Bit `k` set where the flag of context byte `k` of `c` is nonzero.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
         pub fn mask(&self, c: __m512i) -> u64 {
-            let lo = _mm512_permutex2var_epi8(self.0[0], c, self.0[1]);
-            let hi = _mm512_permutex2var_epi8(self.0[2], c, self.0[3]);
-            let r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(c), lo, hi);
+            let r = self.lookup(c);
             _mm512_test_epi8_mask(r, r)
         }
     }
@@ -443,6 +468,21 @@ pub mod x512 {
             let v = m.next(load(ctx, i), valid(n));
             store(out, i, v, n);
         }
+    }
+
+    /// [`super::count_unflagged`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    pub fn count_unflagged(syms: &[u8], flag: &[u8; 256]) -> [u64; 256] {
+        let f = Flags::new(flag);
+        let mut h = [0u64; 256];
+        for i in (0..syms.len()).step_by(64) {
+            let mut k = !f.mask(load(syms, i)) & valid(syms.len() - i);
+            while k != 0 {
+                h[syms[i + k.trailing_zeros() as usize] as usize] += 1;
+                k &= k - 1;
+            }
+        }
+        h
     }
 
     /// [`super::split_flagged`], in one pass.

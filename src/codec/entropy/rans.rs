@@ -26,6 +26,7 @@
 //! the initial state and every word consumed reports corruption.
 
 use super::Model;
+use std::mem::MaybeUninit;
 use crate::error::{Error, Result};
 
 /// Interleaved coder states of short single streams and of context streams.
@@ -73,22 +74,26 @@ fn encode_with<'t, const N: usize>(
     p: u32,
     sym: impl Fn(usize) -> &'t EncSym,
     out: &mut Vec<u8>,
-    groups: impl FnOnce(&mut [u32; N], &mut [u16], &mut usize) -> usize,
+    groups: impl FnOnce(&mut [u32; N], &mut [MaybeUninit<u16>], &mut usize) -> usize,
 ) {
     // At most one word per symbol; one slot of slack at the end for the
     // unconditional store of the last symbol, and 16 bytes in front for the
-    // vector encoder's whole-register stores.
-    let mut buf = vec![0u16; n + 1 + FRONT_SLACK];
+    // vector encoder's whole-register stores. Not zeroed: every slot from
+    // the final cursor on has been written (a lane stores at the cursor
+    // before it moves it), and only those are read.
+    let mut buf: Vec<MaybeUninit<u16>> = Vec::with_capacity(n + 1 + FRONT_SLACK);
+    // SAFETY: `MaybeUninit` needs no initialization.
+    unsafe { buf.set_len(n + 1 + FRONT_SLACK) };
     let mut w = buf.len();
     let mut x = [RANS_L; N];
     #[inline(always)]
-    fn put(x: &mut u32, e: &EncSym, p: u32, buf: &mut [u16], w: &mut usize) {
+    fn put(x: &mut u32, e: &EncSym, p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
         debug_assert!(e.freq > 0, "symbol outside the model");
         let mut s = *x;
         let big = (s as u64) >= (e.freq as u64) << (32 - p);
         // `*w >= 1`: at most one word per symbol has been written so far,
         // from `n + 1` slots, with symbols still to code.
-        buf[*w - 1] = s as u16;
+        buf[*w - 1].write(s as u16);
         *w -= big as usize;
         s = std::hint::select_unpredictable(big, s >> 16, s);
         let q = s / e.freq;
@@ -104,16 +109,17 @@ fn encode_with<'t, const N: usize>(
             put(xk, sym(g * N + k), p, &mut buf, &mut w);
         }
     }
-    let words = &buf[w..];
+    // SAFETY: the words from `w` on were all written (see above).
+    let words: &[u16] = unsafe { std::slice::from_raw_parts(buf.as_ptr().add(w).cast(), buf.len() - w) };
+    out.reserve(N * 4 + words.len() * 2);
     for s in x {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    // Little-endian words, in one pass the compiler turns into a copy (a
-    // push per word took about a fifth of the encoder's time).
-    let start = out.len();
-    out.resize(start + words.len() * 2, 0);
-    for (o, v) in out[start..].chunks_exact_mut(2).zip(words) {
-        o.copy_from_slice(&v.to_le_bytes());
+    // Little-endian words: the buffer's own bytes on a little-endian core.
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytemuck::cast_slice(words));
+    } else {
+        out.extend(words.iter().flat_map(|v| v.to_le_bytes()));
     }
 }
 
@@ -128,7 +134,7 @@ pub fn encode<const N: usize>(syms: &[u8], m: &Model, out: &mut Vec<u8>) {
     let sym = |i: usize| &t[syms[i] as usize];
     #[cfg(target_arch = "x86_64")]
     if N >= LANES32 && simd::available() {
-        let vector = |x: &mut [u32; N], buf: &mut [u16], w: &mut usize| {
+        let vector = |x: &mut [u32; N], buf: &mut [MaybeUninit<u16>], w: &mut usize| {
             let whole = &syms[..syms.len() / N * N];
             match (N, simd::available512()) {
                 (32, true) => simd::encode512::<2>(x, whole, &t, m.precision, buf, w),
@@ -148,8 +154,21 @@ pub fn encode<const N: usize>(syms: &[u8], m: &Model, out: &mut Vec<u8>) {
 /// models of one precision).
 pub fn encode_ctx<const N: usize>(syms: &[u8], ctx: &[u8], map: &[u8; 256], models: &[Model], out: &mut Vec<u8>) {
     let tables: Vec<[EncSym; 256]> = models.iter().map(enc_table).collect();
-    let scalar = |_: &mut [u32; N], _: &mut [u16], _: &mut usize| syms.len() / N;
-    encode_with::<N>(syms.len(), models[0].precision, |i| &tables[map[ctx[i] as usize] as usize][syms[i] as usize], out, scalar);
+    let p = models[0].precision;
+    let sym = |i: usize| &tables[map[ctx[i] as usize] as usize][syms[i] as usize];
+    #[cfg(target_arch = "x86_64")]
+    if N == LANES32 && simd::available512() {
+        // Contexts without a model (never used by a symbol) read model 0.
+        let safe = map.map(|m| if (m as usize) < tables.len() { m } else { 0 });
+        let vector = |x: &mut [u32; N], buf: &mut [MaybeUninit<u16>], w: &mut usize| {
+            let whole = syms.len() / N * N;
+            simd::encode512_ctx::<{ LANES32 / 16 }>(x, &syms[..whole], ctx, &safe, &tables, p, buf, w);
+            0
+        };
+        return encode_with::<N>(syms.len(), p, sym, out, vector);
+    }
+    let scalar = |_: &mut [u32; N], _: &mut [MaybeUninit<u16>], _: &mut usize| syms.len() / N;
+    encode_with::<N>(syms.len(), p, sym, out, scalar);
 }
 
 /// Decoding tables of one or more models of one precision, concatenated:
@@ -361,13 +380,22 @@ pub fn decode_ctx<const N: usize>(input: &[u8], t: &DecTables, ctx: &[u8], map: 
         *b = if (m as usize) < t.models() { (m as usize) << t.p } else { 0 };
     }
     let base = &base;
-    Dec::<N>::parse(input)?.run(t, |i| base[ctx[i] as usize], out)
+    let mut d = Dec::<N>::parse(input)?;
+    #[cfg(target_arch = "x86_64")]
+    if N == LANES32 && simd::available512() {
+        let safe = map.map(|m| if (m as usize) < t.models() { m } else { 0 });
+        let done = simd::decode512_ctx::<{ LANES32 / 16 }>(&mut d.x[..], &mut d.pos, d.words, t, ctx, &safe, out);
+        return d.finish_from(done, t, |i| base[ctx[i] as usize], out);
+    }
+    d.run(t, |i| base[ctx[i] as usize], out)
 }
 
 /// The AVX2 decoder of eight-lane single-model streams.
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::DecTables;
+    use crate::codec::entropy::merge::x512::{load, Flags};
+    use std::mem::MaybeUninit;
     use std::arch::x86_64::*;
 
     pub fn available() -> bool {
@@ -387,12 +415,45 @@ mod simd {
     /// advances it by at most that).
     pub fn decode512<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
         assert!(x.len() == 16 * V && available512() && t.models() == 1);
-        // SAFETY: AVX-512 F is available (checked above).
-        unsafe { decode_avx512::<V>(x, pos, words, t, out) }
+        // SAFETY: AVX-512 is available (checked above).
+        unsafe { decode_avx512::<V, false>(x, pos, words, t, None, out) }
     }
 
-    #[target_feature(enable = "avx512f,popcnt")]
-    unsafe fn decode_avx512<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
+    /// [`decode512`] with a model per symbol: symbol `i` with model
+    /// `map[ctx[i]]`, every entry of `map` below `t.models()`.
+    pub fn decode512_ctx<const V: usize>(
+        x: &mut [u32],
+        pos: &mut usize,
+        words: &[u8],
+        t: &DecTables,
+        ctx: &[u8],
+        map: &[u8; 256],
+        out: &mut [u8],
+    ) -> usize {
+        assert!(x.len() == 16 * V && available512() && ctx.len() == out.len());
+        assert!(map.iter().all(|&m| (m as usize) < t.models()));
+        // SAFETY: AVX-512 is available (checked above).
+        unsafe { decode_avx512::<V, true>(x, pos, words, t, Some((ctx, Flags::new(map))), out) }
+    }
+
+    /// The first 16 bytes at `ctx[at..]` mapped through `map`, as u32
+    /// lanes shifted left by `shift`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    fn model_bases(ctx: &[u8], at: usize, map: &Flags, shift: __m128i) -> __m512i {
+        let c = _mm512_castsi128_si512(_mm512_castsi512_si128(load(ctx, at)));
+        _mm512_sll_epi32(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(map.lookup(c))), shift)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    unsafe fn decode_avx512<const V: usize, const CTX: bool>(
+        x: &mut [u32],
+        pos: &mut usize,
+        words: &[u8],
+        t: &DecTables,
+        models: Option<(&[u8], Flags)>,
+        out: &mut [u8],
+    ) -> usize {
         let per = 16 * V;
         let groups = out.len() / per;
         let mut p = *pos;
@@ -407,8 +468,13 @@ mod simd {
         let table = t.packed.as_ptr().cast::<i32>();
         while g < groups && words.len() - p >= 32 * V {
             for (j, xj) in xv.iter_mut().enumerate() {
-                let slot = _mm512_and_si512(*xj, mask);
-                // SAFETY: one model: `slot <= mask < 1 << p == packed.len()`.
+                let mut slot = _mm512_and_si512(*xj, mask);
+                if let (true, Some((ctx, map))) = (CTX, &models) {
+                    slot = _mm512_or_si512(slot, model_bases(ctx, g * per + 16 * j, map, shift));
+                }
+                // SAFETY: `slot < models << p == packed.len()`: `x & mask <
+                // 1 << p` and every model index is below `models` (checked
+                // by the callers).
                 let e = unsafe { _mm512_i32gather_epi32::<4>(slot, table) };
                 let f = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<12>(e), m12), one);
                 let off = _mm512_and_si512(e, m12);
@@ -516,7 +582,7 @@ mod simd {
     /// last group down, continuing from the states `x` and the cursor `w`
     /// into `buf` (16 bytes of slack before the first word written), the
     /// words of each group in the order [`decode`] reads them.
-    pub fn encode<const V: usize>(x: &mut [u32], syms: &[u8], t: &[super::EncSym; 256], p: u32, buf: &mut [u16], w: &mut usize) {
+    pub fn encode<const V: usize>(x: &mut [u32], syms: &[u8], t: &[super::EncSym; 256], p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
         assert!(x.len() == 8 * V && syms.len().is_multiple_of(8 * V) && available());
         assert!(*w >= syms.len() + super::FRONT_SLACK && *w <= buf.len() && (10..=12).contains(&p));
         let mut packed = [0u32; 256];
@@ -530,7 +596,7 @@ mod simd {
 
     /// [`encode`] with `V` vectors of sixteen lanes (AVX-512), writing the
     /// same stream.
-    pub fn encode512<const V: usize>(x: &mut [u32], syms: &[u8], t: &[super::EncSym; 256], p: u32, buf: &mut [u16], w: &mut usize) {
+    pub fn encode512<const V: usize>(x: &mut [u32], syms: &[u8], t: &[super::EncSym; 256], p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
         assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && available512());
         assert!(*w >= syms.len() && *w <= buf.len() && (10..=12).contains(&p));
         let mut packed = [0u32; 256];
@@ -539,7 +605,34 @@ mod simd {
             *q = e.freq << 16 | e.cum;
         }
         // SAFETY: AVX-512 is available; the bounds are checked above.
-        unsafe { encode_avx512::<V>(x, syms, &packed, p, buf, w) }
+        unsafe { encode_avx512::<V, false>(x, syms, &packed, None, p, buf, w) }
+    }
+
+    /// [`encode512`] with a model per symbol: symbol `i` with table
+    /// `map[ctx[i]]` of `tables`.
+    pub fn encode512_ctx<const V: usize>(
+        x: &mut [u32],
+        syms: &[u8],
+        ctx: &[u8],
+        map: &[u8; 256],
+        tables: &[[super::EncSym; 256]],
+        p: u32,
+        buf: &mut [MaybeUninit<u16>],
+        w: &mut usize,
+    ) {
+        assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && ctx.len() >= syms.len() && available512());
+        assert!(*w >= syms.len() && *w <= buf.len() && (10..=12).contains(&p));
+        assert!(map.iter().all(|&m| (m as usize) < tables.len()));
+        let packed: Vec<u32> = tables
+            .iter()
+            .flatten()
+            .map(|e| {
+                assert!(e.freq < 1 << 16 && e.cum < 1 << 16);
+                e.freq << 16 | e.cum
+            })
+            .collect();
+        // SAFETY: AVX-512 is available; the bounds are checked above.
+        unsafe { encode_avx512::<V, true>(x, syms, &packed, Some((ctx, Flags::new(map))), p, buf, w) }
     }
 
     /// One vector step per sixteen lanes, as the scalar `put`; the lanes
@@ -554,7 +647,16 @@ mod simd {
     /// AVX2 encoder's f64 divisions and 1.2 for an f32 product with a
     /// reciprocal gathered from a second table.
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
-    unsafe fn encode_avx512<const V: usize>(x: &mut [u32], syms: &[u8], packed: &[u32; 256], p: u32, buf: &mut [u16], w: &mut usize) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn encode_avx512<const V: usize, const CTX: bool>(
+        x: &mut [u32],
+        syms: &[u8],
+        packed: &[u32],
+        models: Option<(&[u8], Flags)>,
+        p: u32,
+        buf: &mut [MaybeUninit<u16>],
+        w: &mut usize,
+    ) {
         let per = 16 * V;
         // SAFETY: `x` has `16 * V` elements (asserted by the caller).
         let mut xv: [__m512i; V] = std::array::from_fn(|j| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * j).cast()) });
@@ -565,12 +667,17 @@ mod simd {
         let lo16 = _mm512_set1_epi32(0xffff);
         let one = _mm512_set1_epi32(1);
         let zero = _mm512_setzero_si512();
+        let eight = _mm_cvtsi32_si128(8);
         let table = packed.as_ptr().cast::<i32>();
         for g in (0..syms.len() / per).rev() {
             for j in (0..V).rev() {
                 // SAFETY: `g * per + 16 * j + 16 <= syms.len()`.
-                let idx = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(syms.as_ptr().add(g * per + 16 * j).cast()) });
-                // SAFETY: byte indices into 256-entry tables.
+                let mut idx = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(syms.as_ptr().add(g * per + 16 * j).cast()) });
+                if let (true, Some((ctx, map))) = (CTX, &models) {
+                    idx = _mm512_or_si512(idx, model_bases(ctx, g * per + 16 * j, map, eight));
+                }
+                // SAFETY: a byte index into a table of 256 entries, or with
+                // models, `model << 8 | byte` into one of `256 * models`.
                 let e = unsafe { _mm512_i32gather_epi32::<4>(idx, table) };
                 let f = _mm512_srli_epi32::<16>(e);
                 let xj = xv[j];
@@ -608,7 +715,7 @@ mod simd {
     /// rounded quotient below `2^22` cannot reach the next integer, which is
     /// at least `1 / freq >= 2^-12` away; an exact one is exact).
     #[target_feature(enable = "avx2,popcnt")]
-    unsafe fn encode_avx2<const V: usize>(x: &mut [u32], syms: &[u8], packed: &[u32; 256], p: u32, buf: &mut [u16], w: &mut usize) {
+    unsafe fn encode_avx2<const V: usize>(x: &mut [u32], syms: &[u8], packed: &[u32; 256], p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
         let per = 8 * V;
         // SAFETY: `x` has `8 * V` elements (asserted by the caller).
         let mut xv: [__m256i; V] = std::array::from_fn(|j| unsafe { _mm256_loadu_si256(x.as_ptr().add(8 * j).cast()) });
@@ -814,6 +921,44 @@ mod tests {
             // A truncated stream fails.
             if n > 0 {
                 assert!(dec(&enc[..enc.len() - 2], &mut out).is_err(), "{N} lanes, {name}, truncated");
+            }
+        }
+    }
+
+    /// 32-lane context streams: the vector coders (where the core has
+    /// them) and the scalar ones write and read the same stream, with a
+    /// model per symbol and contexts that map past the models.
+    #[test]
+    fn context_lanes_agree() {
+        for n in [0usize, 1, 31, 32, 33, 1000, 20_001] {
+            let (syms, m0) = skewed(n.max(1), 40 + n as u64);
+            let syms = &syms[..n];
+            let ctx: Vec<u8> = (0..n).map(|i| (i * 7 % 5) as u8).collect();
+            let models = vec![m0, Model::uniform(12), Model::from_hist(&crate::codec::entropy::hist(&[1, 2, 3, 200]), 12).unwrap()];
+            // Contexts 3 and 4 share model 1; unused contexts point past the models.
+            let mut map = [9u8; 256];
+            map[..5].copy_from_slice(&[0, 1, 0, 1, 1]);
+            let syms: Vec<u8> = syms.iter().zip(&ctx).map(|(&s, &c)| if map[c as usize] == 1 { s ^ 0x55 } else { s }).collect();
+            let tables: Vec<[EncSym; 256]> = models.iter().map(enc_table).collect();
+            let mut scalar = Vec::new();
+            let sym = |i: usize| &tables[map[ctx[i] as usize] as usize][syms[i] as usize];
+            encode_with::<LANES32>(n, 12, sym, &mut scalar, |_, _, _| n / LANES32);
+            let mut enc = Vec::new();
+            encode_ctx::<LANES32>(&syms, &ctx, &map, &models, &mut enc);
+            assert!(enc == scalar, "{n} symbols: context encoders differ");
+            let t = DecTables::new(&models);
+            let mut a = vec![0u8; n];
+            decode_ctx::<LANES32>(&enc, &t, &ctx, &map, &mut a).unwrap();
+            assert_eq!(a, syms, "{n} symbols: dispatched decoder");
+            let mut base = [0usize; 256];
+            for (b, &m) in base.iter_mut().zip(&map) {
+                *b = if (m as usize) < models.len() { (m as usize) << 12 } else { 0 };
+            }
+            let mut b = vec![0u8; n];
+            Dec::<LANES32>::parse(&enc).unwrap().run(&t, |i| base[ctx[i] as usize], &mut b).unwrap();
+            assert_eq!(b, syms, "{n} symbols: scalar decoder");
+            if n > 0 {
+                assert!(decode_ctx::<LANES32>(&enc[..enc.len() - 2], &t, &ctx, &map, &mut a).is_err());
             }
         }
     }

@@ -102,7 +102,8 @@ fn context_models_pay_where_the_contexts_matter() {
     let without = round_trip(&syms, None);
     assert!(with.len() * 10 < without.len() * 8, "{} vs {}", with.len(), without.len());
     let hs = ctx_hists(&syms, &ctx);
-    let floor = crate::analysis::entropy::conditional_entropy(&hs.iter().map(|h| h.to_vec()).collect::<Vec<_>>())
+    assert_eq!(hs.iter().map(|(c, _)| *c).collect::<Vec<_>>(), (0..8).collect::<Vec<u8>>());
+    let floor = crate::analysis::entropy::conditional_entropy(&hs.iter().map(|(_, h)| h.to_vec()).collect::<Vec<_>>())
         * n as f64
         / 8.0;
     assert!((with.len() as f64) < floor * 1.01, "{} vs floor {floor:.0}", with.len());
@@ -202,8 +203,18 @@ fn four_lane_streams_of_earlier_builds_decode() {
     decode_stream(&now, None, &mut back).unwrap();
     assert_eq!(back, long);
     now.clear();
-    encode_stream(&syms, Some(&ctx), &mut now).unwrap();
+    let few = WIDE_CODED_FROM / 2;
+    encode_stream(&syms[..few], Some(&ctx[..few]), &mut now).unwrap();
     assert_eq!(now[0], MODE_RANS);
+    // Context streams with many coded symbols: 32 lanes.
+    let long = skewed(3 * WIDE_CODED_FROM, 3);
+    let lctx: Vec<u8> = (0..long.len()).map(|i| (i % 3) as u8).collect();
+    now.clear();
+    encode_stream(&long, Some(&lctx), &mut now).unwrap();
+    assert_eq!(now[0], MODE_CTX32);
+    let mut back = vec![0u8; long.len()];
+    decode_stream(&now, Some(&lctx), &mut back).unwrap();
+    assert_eq!(back, long);
 }
 
 /// A long context stream is planned on a sample; a symbol of a coded
@@ -219,8 +230,8 @@ fn sampled_plans_code_symbols_the_sample_missed() {
     let mut syms: Vec<u8> = (0..n)
         .map(|i| if ctx[i] == 1 { (100.0 + 2.0 * r.normal()).clamp(0.0, 255.0) as u8 } else { r.next_u64() as u8 })
         .collect();
-    // Position 70 is in context 1 and off the sample's grid.
-    assert!(70 % SAMPLE_STRIDE != 0 && ctx[70] == 1);
+    // Position 70 is in context 1 and not sampled.
+    assert!(sample_positions(n).all(|i| i != 70) && ctx[70] == 1);
     syms[70] = 250;
     let at: Vec<usize> = (0..n).filter(|&i| ctx[i] == 1 && syms[i] == 250).collect();
     assert_eq!(at, [70]);
@@ -228,4 +239,34 @@ fn sampled_plans_code_symbols_the_sample_missed() {
     // Context 1 costs about 3 of its 8 bits: coded, the block is well
     // under the raw size.
     assert!(enc.len() < n - n / 20, "{} bytes for {n} symbols", enc.len());
+}
+
+/// The sampled histogram of a long stream gives every present symbol a
+/// count (the ones the sample missed exactly), no absent one, and is not
+/// fooled by structure at the sampling period.
+#[test]
+fn sampled_model_histograms_keep_every_present_symbol() {
+    let n = 2 * SAMPLE_FROM + 5;
+    let mut syms = skewed(n, 30);
+    let picked: std::collections::HashSet<usize> = sample_positions(n).collect();
+    let off: Vec<usize> = (0..n).filter(|i| !picked.contains(i)).step_by(977).take(5).collect();
+    for (k, &i) in off.iter().enumerate() {
+        syms[i] = 250 + k as u8;
+    }
+    let h = model_hist(&syms);
+    let exact = hist(&syms);
+    for v in 0..256 {
+        assert_eq!(h[v] > 0, exact[v] > 0, "symbol {v}");
+    }
+    for k in 0..5 {
+        assert_eq!(h[250 + k], 1, "symbol {} appears once, off the sample", 250 + k);
+    }
+    round_trip(&syms, None);
+    // Eight symbols in turn: a fixed stride of 8 would see one of them.
+    let periodic: Vec<u8> = (0..n).map(|i| (i % 8) as u8 * 30).collect();
+    let h = model_hist(&periodic);
+    for k in 0..8 {
+        let share = h[k * 30] as f64 / n as f64;
+        assert!((share - 0.125).abs() < 0.01, "symbol {}: share {share:.4}", k * 30);
+    }
 }
