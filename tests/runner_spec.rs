@@ -179,7 +179,7 @@ fn bad_groups_name_line_and_key() {
     assert!(m.contains("line 19") && m.contains("groups.entries") && m.contains("winzip"), "{m}");
     assert!(m.contains("neither a codec") && m.contains("unknown peer"), "{m}");
     // the same codec twice in a group, in two spellings
-    let m = err(&GROUPED.replace("[\"exp\", \"zipnn\", \"lz4\"]", "[\"exp\", \"exp:gain=3\"]"));
+    let m = err(&GROUPED.replace("[\"exp\", \"zipnn\", \"lz4\"]", "[\"exp\", \"exp:gain=2\"]"));
     assert!(m.contains("line 19") && m.contains("twice"), "{m}");
     // an empty group, an unnamed group, two groups of one name
     let m = err(&GROUPED.replace("[\"exp\", \"zipnn\", \"lz4\"]", "[]"));

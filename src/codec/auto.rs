@@ -42,7 +42,7 @@ pub const AUTO: StageDef = StageDef {
 pub const TINY: usize = 64;
 const SAMPLE: usize = 1 << 20;
 /// The canonical spec of `exp` at its default gain: what `auto` records.
-const EXP: &str = "exp:gain=3";
+const EXP: &str = "exp:gain=2";
 
 /// Up to `SAMPLE` bytes from the start, middle and end, cut at element
 /// boundaries.
@@ -167,9 +167,9 @@ mod tests {
 
     #[test]
     fn decisions() {
-        assert_eq!(pick(DType::BF16, &gaussian(DType::BF16, 50_000, 0.02, 1)), "exp:gain=3");
-        assert_eq!(pick(DType::F32, &gaussian(DType::F32, 50_000, 0.02, 1)), "exp:gain=3");
-        assert_eq!(pick(DType::F8E4M3, &gaussian(DType::F8E4M3, 50_000, 0.02, 1)), "exp:gain=3");
+        assert_eq!(pick(DType::BF16, &gaussian(DType::BF16, 50_000, 0.02, 1)), "exp:gain=2");
+        assert_eq!(pick(DType::F32, &gaussian(DType::F32, 50_000, 0.02, 1)), "exp:gain=2");
+        assert_eq!(pick(DType::F8E4M3, &gaussian(DType::F8E4M3, 50_000, 0.02, 1)), "exp:gain=2");
         // Sinusoidal position encodings (as in Whisper's encoder): LZ structure
         // an order-0 coder cannot see, so planes>zstd wins the trial.
         let pe: Vec<u8> = (0..300)
@@ -208,7 +208,7 @@ mod tests {
         let data = gaussian(DType::BF16, 1000, 1.0, 2);
         let i = ChunkInfo { name: "t", dtype: DType::BF16, shape: &[], offset: 0 };
         let enc = encode_all(&*c, &i, &data).unwrap();
-        assert_eq!(&enc[1..11], b"exp:gain=3");
+        assert_eq!(&enc[1..11], b"exp:gain=2");
         for cut in 0..enc.len() {
             assert!(decode_all(&*c, &i, &enc[..cut], data.len()).is_err());
         }
@@ -239,7 +239,7 @@ mod tests {
             let mut out = Vec::new();
             let index = compress(&file, "t.safetensors", &mut out, &opts).unwrap();
             let picks: Vec<&str> = index.tensors.iter().map(|t| t.codec.as_str()).collect();
-            assert_eq!(picks, ["exp:gain=3", "const", "table", "exp:gain=3"]);
+            assert_eq!(picks, ["exp:gain=2", "const", "table", "exp:gain=2"]);
             let a = Archive::open(&out).unwrap();
             for (i, t) in tensors.iter().enumerate() {
                 assert!(a.read_tensor(i).unwrap() == t.data, "{}", t.name);

@@ -36,7 +36,7 @@
 //!
 //! A group entry is a codec spec or a peer spec, and must be one of the
 //! experiment's `codecs` or `peers` (compared in canonical form, so `exp`
-//! matches `exp:gain=3`). `published` is free text, typed in as published;
+//! matches `exp:gain=2`). `published` is free text, typed in as published;
 //! `source` says where it comes from.
 //!
 //! Errors name the line, column and key: TOML and type errors come with the

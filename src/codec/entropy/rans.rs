@@ -610,6 +610,7 @@ mod simd {
 
     /// [`encode512`] with a model per symbol: symbol `i` with table
     /// `map[ctx[i]]` of `tables`.
+    #[allow(clippy::too_many_arguments)]
     pub fn encode512_ctx<const V: usize>(
         x: &mut [u32],
         syms: &[u8],

@@ -231,7 +231,7 @@ fn sampled_plans_code_symbols_the_sample_missed() {
         .map(|i| if ctx[i] == 1 { (100.0 + 2.0 * r.normal()).clamp(0.0, 255.0) as u8 } else { r.next_u64() as u8 })
         .collect();
     // Position 70 is in context 1 and not sampled.
-    assert!(sample_positions(n).all(|i| i != 70) && ctx[70] == 1);
+    assert!(sample_positions(n, PLAN_SAMPLE).all(|i| i != 70) && ctx[70] == 1);
     syms[70] = 250;
     let at: Vec<usize> = (0..n).filter(|&i| ctx[i] == 1 && syms[i] == 250).collect();
     assert_eq!(at, [70]);
@@ -248,7 +248,7 @@ fn sampled_plans_code_symbols_the_sample_missed() {
 fn sampled_model_histograms_keep_every_present_symbol() {
     let n = 2 * SAMPLE_FROM + 5;
     let mut syms = skewed(n, 30);
-    let picked: std::collections::HashSet<usize> = sample_positions(n).collect();
+    let picked: std::collections::HashSet<usize> = sample_positions(n, MODEL_SAMPLE).collect();
     let off: Vec<usize> = (0..n).filter(|i| !picked.contains(i)).step_by(977).take(5).collect();
     for (k, &i) in off.iter().enumerate() {
         syms[i] = 250 + k as u8;

@@ -24,15 +24,16 @@ use crate::tensor::DType;
 use std::mem::MaybeUninit;
 
 /// The default of `gain` (see [`Exp`]).
-const DEFAULT_GAIN: u32 = 3;
+const DEFAULT_GAIN: u32 = 2;
 
 /// `gain`: the percentage of its raw size the mantissa bytes of one exponent
-/// must save to be entropy coded (default 3); the others are stored raw and
+/// must save to be entropy coded (default 2); the others are stored raw and
 /// decode at memory speed. `gain=100` stores all mantissas raw (fastest),
 /// `gain=0` codes every exponent's mantissas that save anything. Measured on
-/// MiniLM-BF16 (`examples/codec_speed.rs`, one core): gain 2 / 3 / 4 / 100
-/// give 66.09 / 66.14 / 66.18 / 66.35 % against a floor of 65.85 %, and
-/// decode at 0.9 / 1.0 / 1.1 / 1.6 times `zstd -3`; 3 is the largest gain
+/// MiniLM-BF16 (`examples/codec_speed.rs`, one core, AVX-512): gain 1 / 2 /
+/// 3 / 100 give 66.03 / 66.09 / 66.17 / 66.34 % against a floor of
+/// 65.85 %, and decode at 1.66 / 1.76 / 1.86 / 2.21 times `zstd -3`
+/// (compress at 1.36 / 1.51 / 1.57 / 1.86 times); 2 is the largest gain
 /// within 0.3 points of the floor.
 #[derive(Debug, Clone, Copy)]
 pub struct Exp {
@@ -120,6 +121,9 @@ impl Codec for Exp {
     }
     fn encode(&self, info: &ChunkInfo, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let w = width(info.dtype, data.len());
+        // A stream is at most its raw size and a few header bytes: room for
+        // all of it up front, so that the output never moves as it grows.
+        out.reserve(data.len() + 64 * w + 4096);
         out.push(w as u8);
         if w == 1 {
             return with_block(out, |o| encode_stream(data, None, o));
@@ -224,24 +228,56 @@ mod fused {
     use crate::codec::entropy::Parts;
     use std::arch::x86_64::*;
 
-    /// One plane's source. (A merger holds its flag table in registers'
-    /// worth of bytes; the planes live on the stack for one call.)
+    /// One plane's source of 64 bytes at a time.
+    trait Source {
+        /// The plane's bytes of the 64 elements from `i` with exponents
+        /// `e`, of which those in `k` exist.
+        fn next(&mut self, i: usize, e: __m512i, k: u64) -> __m512i;
+    }
+
+    struct Bytes<'a>(&'a [u8]);
+    struct Const(__m512i);
+
+    impl Source for Bytes<'_> {
+        #[inline(always)]
+        fn next(&mut self, i: usize, _: __m512i, _: u64) -> __m512i {
+            // SAFETY: the caller has the features (every `Source` is used
+            // inside `assemble` only).
+            unsafe { load(self.0, i) }
+        }
+    }
+
+    impl Source for Const {
+        #[inline(always)]
+        fn next(&mut self, _: usize, _: __m512i, _: u64) -> __m512i {
+            self.0
+        }
+    }
+
+    impl Source for Merger<'_> {
+        #[inline(always)]
+        fn next(&mut self, _: usize, e: __m512i, k: u64) -> __m512i {
+            // SAFETY: as for `Bytes`.
+            unsafe { Merger::next(self, e, k) }
+        }
+    }
+
+    /// A plane whose kind is known only at run time (the lower planes of
+    /// 4-byte elements; the sign+mantissa plane picks its loop by kind).
     #[allow(clippy::large_enum_variant)]
     enum Plane<'a> {
-        Bytes(&'a [u8]),
-        Const(__m512i),
+        Bytes(Bytes<'a>),
+        Const(Const),
         Split(Merger<'a>),
     }
 
-    impl Plane<'_> {
-        /// The plane's bytes of the 64 elements from `i` with exponents `e`.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    impl Source for Plane<'_> {
+        #[inline(always)]
         fn next(&mut self, i: usize, e: __m512i, k: u64) -> __m512i {
             match self {
-                Plane::Bytes(b) => load(b, i),
-                Plane::Const(v) => *v,
-                Plane::Split(m) => m.next(e, k),
+                Plane::Bytes(p) => p.next(i, e, k),
+                Plane::Const(p) => p.next(i, e, k),
+                Plane::Split(p) => Source::next(p, i, e, k),
             }
         }
     }
@@ -249,8 +285,8 @@ mod fused {
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
     fn plane<'a>(p: &'a Parts<'a>) -> Plane<'a> {
         match p {
-            Parts::Bytes(b) => Plane::Bytes(b),
-            Parts::Const(s) => Plane::Const(_mm512_set1_epi8(*s as i8)),
+            Parts::Bytes(b) => Plane::Bytes(Bytes(b)),
+            Parts::Const(s) => Plane::Const(Const(_mm512_set1_epi8(*s as i8))),
             Parts::Split { flag, raw, coded } => Plane::Split(Merger::new(flag, raw, coded)),
         }
     }
@@ -274,20 +310,30 @@ mod fused {
 
     /// Write the elements (`out.len() / e.len()` bytes each, 2 or 4) from
     /// their exponents `e` and planes (for 4 bytes, `b1` and `b0` given),
-    /// whose parts were checked against `e` by the entropy decoder.
+    /// whose parts were checked against `e` by the entropy decoder. The
+    /// loop is compiled for each kind of sign+mantissa plane (a match per
+    /// block on it and the lower planes took about a third of the decode
+    /// of whisper-tiny).
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
     pub fn assemble(e: &[u8], sm: Parts, b1: Option<Parts>, b0: Option<Parts>, out: &mut [u8]) {
+        let lower = b1.as_ref().zip(b0.as_ref()).map(|(b1, b0)| (plane(b1), plane(b0)));
+        match plane(&sm) {
+            Plane::Bytes(p) => run(e, p, lower, out),
+            Plane::Const(p) => run(e, p, lower, out),
+            Plane::Split(p) => run(e, p, lower, out),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    fn run<S: Source>(e: &[u8], mut sm: S, lower: Option<(Plane, Plane)>, out: &mut [u8]) {
         let n = e.len();
-        let w = out.len() / n.max(1);
-        debug_assert!(w == 2 && b1.is_none() || w == 4 && b0.is_some());
-        let mut sm = plane(&sm);
-        let mut lower = b1.as_ref().zip(b0.as_ref()).map(|(b1, b0)| (plane(b1), plane(b0)));
+        debug_assert!(out.len() == 2 * n && lower.is_none() || out.len() == 4 * n && lower.is_some());
         let m7f = _mm512_set1_epi8(0x7f);
         let (zb0, zb1) = (zip_bytes(0), zip_bytes(32));
         let (zw0, zw1) = (zip_words(0), zip_words(16));
-        for i in (0..n).step_by(64) {
-            let left = (n - i).min(64);
-            let k = valid(left);
+        // The 16-bit heads of the 64 elements from `i`, in two registers.
+        let mut heads = |i: usize, k: u64| {
             let ev = load(e, i);
             let s = sm.next(i, ev, k);
             // The head's low byte: the mantissa's top 7 bits and the
@@ -295,27 +341,33 @@ mod fused {
             // the exponent (bit c of the mask picks the first operand).
             let lo = _mm512_ternarylogic_epi32::<0xE4>(s, _mm512_slli_epi16::<7>(ev), m7f);
             let hi = _mm512_ternarylogic_epi32::<0xE4>(_mm512_srli_epi16::<1>(ev), s, m7f);
-            let h0 = _mm512_permutex2var_epi8(lo, zb0, hi);
-            let h1 = _mm512_permutex2var_epi8(lo, zb1, hi);
-            match &mut lower {
-                None => {
-                    let o = 2 * i;
-                    store(out, o, h0, (2 * left).min(64));
+            (ev, _mm512_permutex2var_epi8(lo, zb0, hi), _mm512_permutex2var_epi8(lo, zb1, hi))
+        };
+        match lower {
+            None => {
+                for i in (0..n).step_by(64) {
+                    let left = (n - i).min(64);
+                    let (_, h0, h1) = heads(i, valid(left));
+                    store(out, 2 * i, h0, (2 * left).min(64));
                     if left > 32 {
-                        store(out, o + 64, h1, 2 * left - 64);
+                        store(out, 2 * i + 64, h1, 2 * left - 64);
                     }
                 }
-                Some((p1, p0)) => {
+            }
+            Some((mut p1, mut p0)) => {
+                for i in (0..n).step_by(64) {
+                    let left = (n - i).min(64);
+                    let k = valid(left);
+                    let (ev, h0, h1) = heads(i, k);
                     let v1 = p1.next(i, ev, k);
                     let v0 = p0.next(i, ev, k);
                     let l0 = _mm512_permutex2var_epi8(v0, zb0, v1);
                     let l1 = _mm512_permutex2var_epi8(v0, zb1, v1);
-                    let o = 4 * i;
                     let words = [(l0, zw0, h0), (l0, zw1, h0), (l1, zw0, h1), (l1, zw1, h1)];
                     for (q, (l, z, h)) in words.into_iter().enumerate() {
                         let bytes = (4 * left).saturating_sub(64 * q).min(64);
                         if bytes > 0 {
-                            store(out, o + 64 * q, _mm512_permutex2var_epi16(l, z, h), bytes);
+                            store(out, 4 * i + 64 * q, _mm512_permutex2var_epi16(l, z, h), bytes);
                         }
                     }
                 }
@@ -337,7 +389,7 @@ mod tests {
     #[test]
     fn round_trips_every_float_dtype_and_shape() {
         let c = build("exp").unwrap();
-        assert_eq!(c.spec(), "exp:gain=3");
+        assert_eq!(c.spec(), "exp:gain=2");
         assert_eq!(build("exp:gain=100").unwrap().spec(), "exp:gain=100");
         assert!(build("exp:gain=101").is_err());
         for Case { name, dtype, data } in cases() {

@@ -39,7 +39,7 @@ pub const CONST: StageDef = StageDef {
     name: "const",
     version: 1,
     kind: StageKind::Coder,
-    summary: "a tensor of one repeated value: the value once (falls back to exp:gain=3 otherwise)",
+    summary: "a tensor of one repeated value: the value once (falls back to exp:gain=2 otherwise)",
     build: |_: &mut Params, next| {
         no_next("const", next)?;
         Ok(Box::new(Const))
