@@ -2,7 +2,7 @@
 //! corruption handling, and the golden archives every version must decode.
 
 use weightlab::container::{self, Archive, CompressOptions, DecodeOptions};
-use weightlab::tensor::{safetensors, synth, SafeTensors};
+use weightlab::tensor::{safetensors, synth, DType, SafeTensors};
 use weightlab::ErrorKind;
 
 const GENERIC: &[&str] = &[
@@ -230,6 +230,57 @@ fn bless_golden() {
     std::fs::write(format!("{GOLDEN_DIR}/v1-source.sha256"), weightlab::io::sha256_hex(&src) + "\n").unwrap();
     for (name, codec) in GOLDEN {
         std::fs::write(format!("{GOLDEN_DIR}/{name}"), compress(&src, codec, 1024)).unwrap();
+    }
+}
+
+/// A float archive of the entropy stream modes (1 and 6 with contexts, 1,
+/// 4 and 5 without), made 2026-12-01; every future version must decode it.
+const GOLDEN_FLOAT: &[(&str, &str)] = &[("v1-exp.wlab", "exp:gain=2")];
+
+/// Floats drawn `common` in ten times as exactly `one`, else gaussian.
+fn mostly(dtype: DType, n: usize, one: f64, common: u64, seed: u64) -> Vec<u8> {
+    let mut r = synth::Rng::new(seed);
+    let v: Vec<f64> = (0..n).map(|_| if r.below(100) < common { one } else { r.normal() * 0.02 }).collect();
+    synth::encode_floats(dtype, &v)
+}
+
+/// A BF16 tensor of 2^19 + 77 weights, 97 in 100 exactly 1.0 (a 64-lane
+/// exponent stream and a sign+mantissa stream with many coded symbols:
+/// mode 6), an F16 one of 66 000 (a 32-lane stream) and an F32 one of 5000
+/// (four lanes), each mostly one value so that the file stays small.
+fn golden_float_source() -> Vec<u8> {
+    let n = (1 << 19) + 77;
+    let ts = [
+        safetensors::OwnedTensor::new("a.bf16", DType::BF16, vec![n as u64], mostly(DType::BF16, n, 1.0, 97, 7)),
+        safetensors::OwnedTensor::new("b.f16", DType::F16, vec![66, 1000], mostly(DType::F16, 66_000, 0.5, 90, 8)),
+        safetensors::OwnedTensor::new("c.f32", DType::F32, vec![5000], mostly(DType::F32, 5000, -2.0, 50, 9)),
+    ];
+    safetensors::serialize(ts.iter().map(|t| t.view()), None).unwrap()
+}
+
+/// Writes the golden float files (made once; see [`GOLDEN_FLOAT`]):
+/// `WEIGHTLAB_BLESS=1 cargo test --test archive bless_golden_float -- --ignored`
+#[test]
+#[ignore]
+fn bless_golden_float() {
+    assert_eq!(std::env::var("WEIGHTLAB_BLESS").as_deref(), Ok("1"), "set WEIGHTLAB_BLESS=1");
+    let src = golden_float_source();
+    std::fs::write(format!("{GOLDEN_DIR}/v1-float-source.sha256"), weightlab::io::sha256_hex(&src) + "\n").unwrap();
+    for (name, codec) in GOLDEN_FLOAT {
+        std::fs::write(format!("{GOLDEN_DIR}/{name}"), compress(&src, codec, 4 << 20)).unwrap();
+    }
+}
+
+#[test]
+fn golden_float_archives_still_decode() {
+    let want = std::fs::read_to_string(format!("{GOLDEN_DIR}/v1-float-source.sha256")).unwrap();
+    assert_eq!(weightlab::io::sha256_hex(&golden_float_source()), want.trim(), "synthetic generator changed");
+    for (name, codec) in GOLDEN_FLOAT {
+        let arch = std::fs::read(format!("{GOLDEN_DIR}/{name}")).unwrap();
+        let a = Archive::open(&arch).unwrap();
+        assert!(a.index.tensors.iter().all(|t| t.codec == *codec), "{name}");
+        let out = decode(&arch).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(weightlab::io::sha256_hex(&out), want.trim(), "{name}");
     }
 }
 

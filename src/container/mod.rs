@@ -10,25 +10,170 @@ pub use format::{FORMAT_VERSION, Index, TensorRecord};
 pub use read::{Archive, DecodeOptions, StreamReport, VerifyReport, decompress_file, verify_file};
 pub use write::{CompressOptions, DEFAULT_CHUNK_SIZE, DEFAULT_CODEC, chunk_ranges, compress, compress_file};
 
-/// Run `work` over `jobs` in windows of two jobs per thread (each window's
-/// jobs in parallel inside `work`) and hand each window's result to `sink`,
-/// in order. `sink` for one window runs beside `work` for the next, so the
-/// sequential end (writing, hashing) overlaps the parallel one. Memory holds
-/// two windows' results. Used by compress and decompress alike.
-pub(crate) fn pipelined<'j, J: Sync, T: Send>(
-    jobs: &'j [J],
-    work: impl Fn(&'j [J]) -> T + Sync,
-    mut sink: impl FnMut(&'j [J], T) -> crate::Result<()> + Send,
+/// Run `work` on every job and hand the results to `sink` in job order,
+/// on as many threads as the current rayon pool has (the caller's thread
+/// among them). Each thread takes the next job, and a thread that finds the
+/// next result in order ready while no other is sinking runs `sink` on it:
+/// the sequential end (hashing, writing) moves between the threads instead
+/// of holding one of them, so that two threads keep two cores busy (the
+/// earlier windows of jobs, each joined before the next, left one core idle
+/// at every window's end and while the other hashed). At most two results
+/// per thread wait for the sink, which bounds memory. With one thread the
+/// jobs run and sink one after the other. The first error of `sink` stops
+/// the run (jobs under way finish, no new one starts) and is returned.
+pub(crate) fn pipelined<J: Sync, T: Send>(
+    jobs: &[J],
+    work: impl Fn(&J) -> T + Sync,
+    sink: impl FnMut(&J, T) -> crate::Result<()> + Send,
 ) -> crate::Result<()> {
-    let mut pending: Option<(&'j [J], T)> = None;
-    let window = rayon::current_num_threads().max(1) * 2;
-    for batch in jobs.chunks(window) {
-        let (done, sunk) = rayon::join(|| work(batch), || pending.take().map_or(Ok(()), |(b, d)| sink(b, d)));
-        sunk?;
-        pending = Some((batch, done));
+    use std::collections::BTreeMap;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::{Condvar, Mutex};
+    struct State<T> {
+        next_job: usize,
+        next_sink: usize,
+        ready: BTreeMap<usize, T>,
+        sinking: bool,
+        error: Option<crate::Error>,
+        /// A panic of `work` or `sink`, re-raised once every thread is out
+        /// (the others would wait for its result for ever).
+        panic: Option<Box<dyn std::any::Any + Send>>,
     }
-    match pending {
-        Some((b, d)) => sink(b, d),
+    let threads = rayon::current_num_threads().clamp(1, jobs.len().max(1));
+    let window = 2 * threads;
+    let state =
+        Mutex::new(State { next_job: 0, next_sink: 0, ready: BTreeMap::new(), sinking: false, error: None, panic: None });
+    let changed = Condvar::new();
+    let sink = Mutex::new(sink);
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let worker = || {
+        let mut g = lock();
+        loop {
+            if g.error.is_some() || g.panic.is_some() || g.next_sink == jobs.len() {
+                break;
+            }
+            let i = g.next_sink;
+            if !g.sinking
+                && let Some(t) = g.ready.remove(&i)
+            {
+                g.sinking = true;
+                drop(g);
+                let r = catch_unwind(AssertUnwindSafe(|| (sink.lock().unwrap_or_else(|p| p.into_inner()))(&jobs[i], t)));
+                g = lock();
+                g.sinking = false;
+                g.next_sink += 1;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        g.error.get_or_insert(e);
+                    }
+                    Err(p) => {
+                        g.panic.get_or_insert(p);
+                    }
+                }
+                changed.notify_all();
+                continue;
+            }
+            if g.next_job < jobs.len() && g.next_job < g.next_sink + window {
+                let i = g.next_job;
+                g.next_job += 1;
+                drop(g);
+                let r = catch_unwind(AssertUnwindSafe(|| work(&jobs[i])));
+                g = lock();
+                match r {
+                    Ok(t) => {
+                        g.ready.insert(i, t);
+                    }
+                    Err(p) => {
+                        g.panic.get_or_insert(p);
+                    }
+                }
+                changed.notify_all();
+                continue;
+            }
+            g = changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(worker);
+        }
+        worker();
+    });
+    let end = state.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = end.panic {
+        std::panic::resume_unwind(p);
+    }
+    match end.error {
+        Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pipelined;
+
+    fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    }
+
+    /// The sink sees every result once, in job order, whatever the thread
+    /// count and however long each job takes.
+    #[test]
+    fn sink_runs_in_job_order() {
+        let jobs: Vec<u64> = (0..200).collect();
+        for threads in [1, 2, 3, 8] {
+            let mut seen = Vec::new();
+            in_pool(threads, || {
+                pipelined(
+                    &jobs,
+                    |&j| {
+                        // uneven work, so that later jobs often finish first
+                        std::thread::sleep(std::time::Duration::from_micros((j * 7919) % 300));
+                        j * 3
+                    },
+                    |&j, t| {
+                        assert_eq!(t, j * 3);
+                        seen.push(j);
+                        Ok(())
+                    },
+                )
+            })
+            .unwrap();
+            assert_eq!(seen, jobs, "{threads} threads");
+        }
+        in_pool(2, || pipelined(&[] as &[u8], |_| (), |_, _| Ok(()))).unwrap();
+    }
+
+    /// The first error of the sink is returned and no job is sunk after it.
+    #[test]
+    fn the_first_sink_error_stops_the_run() {
+        let jobs: Vec<u32> = (0..100).collect();
+        for threads in [1, 2, 4] {
+            let mut sunk = 0;
+            let r = in_pool(threads, || {
+                pipelined(&jobs, |&j| j, |&j, _| {
+                    if j == 37 {
+                        return Err(crate::Error::invalid("job 37"));
+                    }
+                    sunk += 1;
+                    Ok(())
+                })
+            });
+            assert!(r.unwrap_err().to_string().contains("job 37"), "{threads} threads");
+            assert_eq!(sunk, 37, "{threads} threads");
+        }
+    }
+
+    /// A panicking job does not leave the other threads waiting for ever:
+    /// the panic comes out of `pipelined`.
+    #[test]
+    fn a_panicking_job_is_raised_not_hung() {
+        let jobs: Vec<u32> = (0..50).collect();
+        let r = std::panic::catch_unwind(|| {
+            in_pool(2, || pipelined(&jobs, |&j| assert!(j != 20, "job 20"), |_, _| Ok(())))
+        });
+        assert!(r.is_err());
     }
 }

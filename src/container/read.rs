@@ -149,22 +149,30 @@ impl<'a> Archive<'a> {
     }
 
     /// Decode everything in file order into `sink`: the original safetensors
-    /// header, then every tensor. Chunks decode in parallel in windows that
-    /// run across tensor boundaries (most tensors of a model are one chunk),
-    /// and the window decoded last is written and hashed while the next one
-    /// decodes, so with two or more threads the sha256 and the writes overlap
-    /// the decoding. Memory stays at about 4 × threads × chunk size.
+    /// header, then every tensor. Chunks decode in parallel across tensor
+    /// boundaries (most tensors of a model are one chunk) and are written and
+    /// hashed in order by whichever thread is free ([`super::pipelined`]), so
+    /// with two or more threads the sha256 and the writes overlap the
+    /// decoding. Memory stays at about 2 × threads × chunk size.
     pub fn stream(&self, sink: &mut (dyn Write + Send), opts: &DecodeOptions) -> Result<StreamReport> {
+        self.stream_to(Output::Stream(sink), opts)
+    }
+
+    /// [`Archive::stream`] into a file, from its start: each decoding
+    /// thread writes its chunks at their places in the file, and only the
+    /// sha256 of the whole file is left to the sequential end (measured on
+    /// a 280 MB file with two threads: the writes in order took a fifth of
+    /// the sequential end's time).
+    pub fn stream_to_file(&self, file: &std::fs::File, opts: &DecodeOptions) -> Result<StreamReport> {
+        self.stream_to(Output::File(file), opts)
+    }
+
+    fn stream_to(&self, mut output: Output<'_>, opts: &DecodeOptions) -> Result<StreamReport> {
         let bar = crate::progress::bytes_bar(self.index.source.size, "decompress", opts.progress);
         let header = self.header_bytes()?;
-        let mut w = StreamWriter {
-            sink,
-            file_hash: Sha256::new(),
-            tensor_hash: None,
-            written: 0,
-            bar: &bar,
-        };
-        w.write(header)?;
+        let mut w = StreamWriter { file_hash: Sha256::new(), tensor_hash: None, written: 0, bar: &bar };
+        output.write_at(header, 0)?;
+        w.account(header);
         let codecs: Vec<Option<Box<dyn Codec>>> = (0..self.index.tensors.len())
             .map(|t| if self.storage_of(t) == t { self.codec_for(t).map(Some) } else { Ok(None) })
             .collect::<Result<_>>()?;
@@ -187,24 +195,48 @@ impl<'a> Archive<'a> {
                 return Err(Error::hash_mismatch(format!("tensor '{}': sha256 does not match the archive", r.name)));
             }
         }
-        let decode = |batch: &[ChunkJob]| -> Decoded {
-            batch
-                .par_iter()
-                .map(|&(t, c, off)| {
-                    let src = self.storage_of(t);
-                    let codec = codecs[src].as_deref().expect("a codec per stored tensor");
-                    let mut buf = vec![0u8; self.index.tensors[src].chunks[c].decoded_len() as usize];
-                    match self.decode_chunk(codec, src, c, off, &mut buf) {
-                        Err(e) if src != t => {
-                            Err(e.context(format!("tensor '{}' (stored as a copy)", self.index.tensors[t].name)))
-                        }
-                        r => r.map(|()| buf),
-                    }
-                })
-                .collect()
+        // Decoded buffers go back to a pool once written: a fresh one per
+        // chunk cost page faults and zeroing every time.
+        let pool: std::sync::Mutex<Vec<Vec<u8>>> = Default::default();
+        let file = match &output {
+            Output::File(f) => Some(*f),
+            Output::Stream(_) => None,
         };
-        super::pipelined(&jobs, decode, |b, d| self.write_batch(&mut w, opts, b, d))?;
-        w.sink.flush().map_err(|e| Error::io("writing the output", e))?;
+        let data_start = header.len() as u64;
+        let decode = |&(t, c, off): &ChunkJob| -> Result<Vec<u8>> {
+            let src = self.storage_of(t);
+            let codec = codecs[src].as_deref().expect("a codec per stored tensor");
+            let len = self.index.tensors[src].chunks[c].decoded_len() as usize;
+            let mut buf = pool.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+            // A reused buffer keeps its old bytes: every decoder writes all
+            // of its output, and the chunk's xxh3 checks that it did.
+            if buf.len() >= len {
+                buf.truncate(len);
+            } else {
+                buf.resize(len, 0);
+            }
+            match self.decode_chunk(codec, src, c, off, &mut buf) {
+                Err(e) if src != t => {
+                    return Err(e.context(format!("tensor '{}' (stored as a copy)", self.index.tensors[t].name)));
+                }
+                r => r?,
+            }
+            if let Some(f) = file {
+                let at = data_start + self.index.tensors[t].data_offset + off;
+                write_all_at(f, &buf, at)?;
+            }
+            Ok(buf)
+        };
+        super::pipelined(&jobs, decode, |job, d| {
+            let d = d?;
+            self.write_chunk(&mut w, opts, job, &d)?;
+            if let Output::Stream(s) = &mut output {
+                s.write_all(&d).map_err(|e| Error::io("writing the output", e))?;
+            }
+            pool.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+            Ok(())
+        })?;
+        output.flush()?;
         bar.finish_and_clear();
         let sha256 = hex(&w.file_hash.finalize());
         if sha256 != self.index.output_sha256 {
@@ -216,31 +248,70 @@ impl<'a> Archive<'a> {
         Ok(StreamReport { bytes: w.written, sha256 })
     }
 
-    /// Write a decoded window in order, hashing it, and check each tensor's
-    /// sha256 at its last chunk when asked to.
-    fn write_batch(
-        &self,
-        w: &mut StreamWriter<'_>,
-        opts: &DecodeOptions,
-        batch: &[ChunkJob],
-        decoded: Decoded,
-    ) -> Result<()> {
-        for (&(t, c, _), d) in batch.iter().zip(decoded) {
-            let d = d?;
-            if c == 0 && opts.check_tensor_hashes {
-                w.tensor_hash = Some(Sha256::new());
+    /// Account for a decoded chunk (chunks come in file order): hash it, and
+    /// check each tensor's sha256 at its last chunk when asked to.
+    fn write_chunk(&self, w: &mut StreamWriter<'_>, opts: &DecodeOptions, &(t, c, _): &ChunkJob, d: &[u8]) -> Result<()> {
+        if c == 0 && opts.check_tensor_hashes {
+            w.tensor_hash = Some(Sha256::new());
+        }
+        w.account(d);
+        let chunks = self.index.tensors[self.storage_of(t)].chunks.len();
+        if c + 1 == chunks
+            && let Some(h) = w.tensor_hash.take()
+            && hex(&h.finalize()) != self.index.tensors[t].sha256
+        {
+            return Err(Error::hash_mismatch(format!(
+                "tensor '{}': sha256 of the decoded bytes does not match the archive",
+                self.index.tensors[t].name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where [`Archive::stream_to`] puts the decoded file.
+enum Output<'a> {
+    /// Written in order.
+    Stream(&'a mut (dyn Write + Send)),
+    /// Written at each chunk's offset, by the thread that decoded it.
+    File(&'a std::fs::File),
+}
+
+impl Output<'_> {
+    /// Write `d`, which belongs at file offset `at` (the next bytes, for a stream).
+    fn write_at(&mut self, d: &[u8], at: u64) -> Result<()> {
+        match self {
+            Output::Stream(s) => s.write_all(d).map_err(|e| Error::io("writing the output", e)),
+            Output::File(f) => write_all_at(f, d, at),
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match self {
+            Output::Stream(s) => s.flush().map_err(|e| Error::io("writing the output", e)),
+            Output::File(_) => Ok(()),
+        }
+    }
+}
+
+/// Write all of `d` at offset `at` of `f` (positioned: threads write their
+/// chunks into one file side by side).
+fn write_all_at(f: &std::fs::File, d: &[u8], at: u64) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(d, at).map_err(|e| Error::io("writing the output", e))
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::FileExt;
+        let mut done = 0;
+        while done < d.len() {
+            let n = f.seek_write(&d[done..], at + done as u64).map_err(|e| Error::io("writing the output", e))?;
+            if n == 0 {
+                return Err(Error::io("writing the output", std::io::ErrorKind::WriteZero.into()));
             }
-            w.write(&d)?;
-            let chunks = self.index.tensors[self.storage_of(t)].chunks.len();
-            if c + 1 == chunks
-                && let Some(h) = w.tensor_hash.take()
-                && hex(&h.finalize()) != self.index.tensors[t].sha256
-            {
-                return Err(Error::hash_mismatch(format!(
-                    "tensor '{}': sha256 of the decoded bytes does not match the archive",
-                    self.index.tensors[t].name
-                )));
-            }
+            done += n;
         }
         Ok(())
     }
@@ -248,12 +319,9 @@ impl<'a> Archive<'a> {
 
 /// A chunk to decode: (tensor, chunk of its stored tensor, offset in the tensor).
 type ChunkJob = (usize, usize, u64);
-/// A window's decoded chunks, in order.
-type Decoded = Vec<Result<Vec<u8>>>;
 
-/// The sequential end of [`Archive::stream`]: output, hashes, progress.
+/// The sequential end of [`Archive::stream`]: hashes, progress.
 struct StreamWriter<'a> {
-    sink: &'a mut (dyn Write + Send),
     file_hash: Sha256,
     tensor_hash: Option<Sha256>,
     written: u64,
@@ -261,15 +329,13 @@ struct StreamWriter<'a> {
 }
 
 impl StreamWriter<'_> {
-    fn write(&mut self, d: &[u8]) -> Result<()> {
-        self.sink.write_all(d).map_err(|e| Error::io("writing the output", e))?;
+    fn account(&mut self, d: &[u8]) {
         self.file_hash.update(d);
         if let Some(h) = self.tensor_hash.as_mut() {
             h.update(d);
         }
         self.written += d.len() as u64;
         self.bar.inc(d.len() as u64);
-        Ok(())
     }
 }
 
@@ -339,7 +405,7 @@ pub fn decompress_file(input: &Path, output: &Path, threads: usize, progress: bo
     let mut report = None;
     crate::progress::with_threads(threads, || {
         crate::io::write_atomic_with(output, |w| {
-            report = Some(archive.stream(w, &opts)?);
+            report = Some(archive.stream_to_file(w.get_ref(), &opts)?);
             Ok(())
         })
     })??;

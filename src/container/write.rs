@@ -218,41 +218,31 @@ pub fn compress<W: Write + Send>(file: &[u8], file_name: &str, out: W, opts: &Co
     // built in file order: header, then every tensor's decoded bytes.
     let mut out_hasher = records.iter().any(|r| !r.lossless).then(|| Sha256::new_with_prefix(st.header_bytes));
     let mut hashed_upto = 0usize; // tensors before this one are in out_hasher
-    let encode = |batch: &[Job]| -> Vec<Result<Done>> {
-        batch
-            .par_iter()
-            .map(|j| {
-                encode_job(codec_of(j.tensor), j, opts.check)
-                    .with_context(|| format!("tensor '{}' at byte {}", j.info.name, j.info.offset))
-            })
-            .collect()
+    // The chunk's checksums are taken here too, off the sequential end.
+    let encode = |j: &Job| -> Result<(Done, u64, u64)> {
+        let d = encode_job(codec_of(j.tensor), j, opts.check)
+            .with_context(|| format!("tensor '{}' at byte {}", j.info.name, j.info.offset))?;
+        let (enc, dec) = (xxh3_64(&d.encoded), xxh3_64(d.decoded.as_deref().unwrap_or(j.data)));
+        Ok((d, enc, dec))
     };
-    // The window encoded last is hashed and written while the next one
-    // encodes (with two or more threads the writes overlap the encoding).
-    let write = |batch: &[Job], done: Vec<Result<Done>>| -> Result<()> {
-        for (job, d) in batch.iter().zip(done) {
-            let d = d?;
-            if let Some(h) = out_hasher.as_mut() {
-                // tensors before this one that have no jobs of their own
-                // (duplicates, empty ones) are lossless: hash their bytes
-                hash_lossless_upto(h, &views, &mut hashed_upto, job.tensor);
-                h.update(d.decoded.as_deref().unwrap_or(job.data));
-                hashed_upto = job.tensor + 1;
-            }
-            let decoded_xxh3 = match &d.decoded {
-                Some(dec) => {
-                    if let Some(h) = lossy_hashers[job.tensor].as_mut() {
-                        h.update(dec);
-                    }
-                    xxh3_64(dec)
-                }
-                None => xxh3_64(job.data),
-            };
-            let entry = ChunkEntry(w.pos, d.encoded.len() as u64, job.data.len() as u64, xxh3_64(&d.encoded), decoded_xxh3);
-            w.write_all(&d.encoded).map_err(io_err)?;
-            records[job.tensor].chunks.push(entry);
-            bar.inc(job.data.len() as u64);
+    // Each chunk is hashed and written in order by whichever thread is free
+    // while the others encode (see `pipelined`).
+    let write = |job: &Job, d: Result<(Done, u64, u64)>| -> Result<()> {
+        let (d, encoded_xxh3, decoded_xxh3) = d?;
+        if let Some(h) = out_hasher.as_mut() {
+            // tensors before this one that have no jobs of their own
+            // (duplicates, empty ones) are lossless: hash their bytes
+            hash_lossless_upto(h, &views, &mut hashed_upto, job.tensor);
+            h.update(d.decoded.as_deref().unwrap_or(job.data));
+            hashed_upto = job.tensor + 1;
         }
+        if let (Some(dec), Some(h)) = (&d.decoded, lossy_hashers[job.tensor].as_mut()) {
+            h.update(dec);
+        }
+        let entry = ChunkEntry(w.pos, d.encoded.len() as u64, job.data.len() as u64, encoded_xxh3, decoded_xxh3);
+        w.write_all(&d.encoded).map_err(io_err)?;
+        records[job.tensor].chunks.push(entry);
+        bar.inc(job.data.len() as u64);
         Ok(())
     };
     super::pipelined(&jobs, encode, write)?;
