@@ -4,8 +4,12 @@
 //! kept (the passes interleave the codecs). Decoded bytes are compared with
 //! the input.
 //!
-//! cargo run --release --example codec_speed -- FILE [SPEC ...]
+//! With `-j N` the chunks of each pass are spread over N threads (rayon),
+//! to measure how the codecs scale without the tool's hashing and writes.
+//!
+//! cargo run --release --example codec_speed -- [-j N] FILE [SPEC ...]
 
+use rayon::prelude::*;
 use std::time::Instant;
 use weightlab::codec::{build, ChunkInfo};
 use weightlab::tensor::SafeTensors;
@@ -14,8 +18,14 @@ const REPS: usize = 7;
 
 fn main() -> weightlab::Result<()> {
     weightlab::io::keep_freed_memory();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().expect("usage: codec_speed FILE [SPEC ...]");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut threads = 1;
+    if args.first().is_some_and(|a| a == "-j") {
+        threads = args.get(1).and_then(|n| n.parse().ok()).expect("-j N");
+        args.drain(..2);
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+    let path = args.first().expect("usage: codec_speed [-j N] FILE [SPEC ...]");
     let specs: Vec<&str> = if args.len() > 1 {
         args[1..].iter().map(|s| s.as_str()).collect()
     } else {
@@ -32,7 +42,7 @@ fn main() -> weightlab::Result<()> {
         }
     }
     let total: usize = jobs.iter().map(|j| j.2.len()).sum();
-    println!("{path}: {} tensors, {} chunks, {total} bytes", st.tensors.len(), jobs.len());
+    println!("{path}: {} tensors, {} chunks, {total} bytes, {threads} thread(s)", st.tensors.len(), jobs.len());
     println!("{:<28} {:>8} {:>12} {:>12}", "codec", "ratio %", "comp MB/s", "decomp MB/s");
     // Passes interleave the codecs, so that a slow spell of a shared
     // machine lowers one pass of every codec, not every pass of one.
@@ -42,20 +52,24 @@ fn main() -> weightlab::Result<()> {
     let mut bufs: Vec<Vec<u8>> = jobs.iter().map(|j| vec![0u8; j.2.len()]).collect();
     for _ in 0..REPS {
         for (c, codec) in codecs.iter().enumerate() {
-            let mut encoded = Vec::with_capacity(jobs.len());
             let t0 = Instant::now();
-            for (v, off, data) in &jobs {
-                let info = ChunkInfo { name: v.name, dtype: v.dtype, shape: v.shape, offset: *off };
-                let mut out = Vec::new();
-                codec.encode(&info, data, &mut out)?;
-                encoded.push(out);
-            }
+            let encoded: Vec<Vec<u8>> = pool.install(|| {
+                jobs.par_iter()
+                    .map(|(v, off, data)| {
+                        let info = ChunkInfo { name: v.name, dtype: v.dtype, shape: v.shape, offset: *off };
+                        let mut out = Vec::new();
+                        codec.encode(&info, data, &mut out).map(|()| out)
+                    })
+                    .collect::<weightlab::Result<_>>()
+            })?;
             let te = t0.elapsed().as_secs_f64();
             let t0 = Instant::now();
-            for (((v, off, _), enc), out) in jobs.iter().zip(&encoded).zip(&mut bufs) {
-                let info = ChunkInfo { name: v.name, dtype: v.dtype, shape: v.shape, offset: *off };
-                codec.decode(&info, enc, out)?;
-            }
+            pool.install(|| {
+                jobs.par_iter().zip(&encoded).zip(&mut bufs).try_for_each(|(((v, off, _), enc), out)| {
+                    let info = ChunkInfo { name: v.name, dtype: v.dtype, shape: v.shape, offset: *off };
+                    codec.decode(&info, enc, out)
+                })
+            })?;
             let td = t0.elapsed().as_secs_f64();
             for ((_, _, data), out) in jobs.iter().zip(&bufs) {
                 assert!(out == data, "{}: round trip differs", codec.spec());

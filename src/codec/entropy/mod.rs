@@ -12,13 +12,15 @@
 //! core, against > 1 GB/s needed to decode BF16 weights faster than zstd and
 //! ZipNN). Its generic `DecoderModel` interface decodes one symbol at a time
 //! through trait calls with a single coder state, which serializes every
-//! symbol on the previous one's state update. The coder here keeps 32
-//! independent rANS states interleaved over one word stream, decoded eight at
-//! a time by AVX2 (one gather of packed table entries per eight symbols, a
-//! shuffle table to renormalize) or by a branch-free scalar loop; context
-//! streams (four lanes) select per-context tables by index arithmetic. On
-//! MiniLM-BF16 exponents the vector decoder takes about 1.1 ns per symbol on
-//! one core of the reference machine, the scalar one about 2.3.
+//! symbol on the previous one's state update. The coder here keeps 32 or 64
+//! independent rANS states interleaved over one word stream, decoded sixteen
+//! at a time by AVX-512 (a gather of packed table entries, a word expand to
+//! renormalize), eight at a time by AVX2 (a shuffle table instead of the
+//! expand) or by a branch-free scalar loop, all from the same bytes; context
+//! streams select per-context tables by index arithmetic (in registers, on
+//! AVX-512). On the exponents of 4 MiB of MiniLM-BF16 (Zen 4, one core) the
+//! AVX-512 decoder takes 0.43 ns per symbol with 64 lanes and 0.56 with 32,
+//! AVX2 about 0.65, the scalar loop about 2.
 
 pub mod merge;
 pub mod rans;

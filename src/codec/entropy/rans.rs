@@ -10,16 +10,18 @@
 //! keeps it with a conditional move.
 //!
 //! Within a group of lanes the words are read in lane order, so a stream of
-//! `N` lanes can be decoded `N` symbols at a time by SIMD: with `N = 8` and
-//! AVX2 one vector holds the eight states, one gather fetches their table
-//! entries, and a shuffle hands the next words to the lanes that need them
-//! ([`LANES32`]: four vectors, for long streams; [`LANES`] for short ones
-//! and context streams). Tried and measured on the exponents of
-//! MiniLM-BF16 (AMD EPYC, one core): scalar, eight lanes or a word stream
-//! per lane were no faster than four lanes sharing one stream once the step
-//! was branch-free (about 2 ns per symbol): the step's instruction count,
-//! not the lanes' dependency chains, is what limits it, and that is what the
-//! vector decoder divides by eight.
+//! `N` lanes can be decoded many symbols at a time by SIMD: one vector holds
+//! 16 (AVX-512) or 8 (AVX2) states, one gather fetches their table entries,
+//! and an expand (AVX-512) or a shuffle (AVX2) hands the next words to the
+//! lanes that need them, in lane order, so that every width reads the same
+//! stream ([`LANES64`] and [`LANES32`] for long streams, [`LANES`] for
+//! short ones). Scalar, four lanes sharing one stream was as fast as eight
+//! or a word stream per lane once the step was branch-free (about 2 ns per
+//! symbol): the step's instruction count limits it, which the vector
+//! decoders divide by 8 or 16. With 16-lane vectors, 32 lanes leave the
+//! units waiting on each vector's chain of gather, multiply and expand; 64
+//! hide it (0.56 against 0.43 ns per symbol on MiniLM-BF16 exponents), 128
+//! gain nothing more.
 //!
 //! Layout: `N` little-endian u32 final encoder states, then the words
 //! (little-endian u16). A decoder that does not end with every lane back at
