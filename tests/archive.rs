@@ -36,7 +36,7 @@ fn compress(file: &[u8], codec: &str, chunk: usize) -> Vec<u8> {
 fn decode(archive: &[u8]) -> weightlab::Result<Vec<u8>> {
     let a = Archive::open(archive)?;
     let mut out = Vec::new();
-    a.stream(&mut out, &DecodeOptions { check_tensor_hashes: true, progress: false })?;
+    a.stream(&mut out, &DecodeOptions { check_tensor_hashes: true, check_file_hash: true, progress: false })?;
     Ok(out)
 }
 
