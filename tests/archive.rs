@@ -220,17 +220,38 @@ fn golden_source() -> Vec<u8> {
     model_file(42)
 }
 
+/// Write `set`'s golden archives of `src` (chunks of `chunk` bytes) and the
+/// sha256 of `src` into `sha_file`.
+fn bless(set: &[(&str, &str)], src: &[u8], sha_file: &str, chunk: usize) {
+    assert_eq!(std::env::var("WEIGHTLAB_BLESS").as_deref(), Ok("1"), "set WEIGHTLAB_BLESS=1");
+    std::fs::write(format!("{GOLDEN_DIR}/{sha_file}"), weightlab::io::sha256_hex(src) + "\n").unwrap();
+    for (name, codec) in set {
+        std::fs::write(format!("{GOLDEN_DIR}/{name}"), compress(src, codec, chunk)).unwrap();
+    }
+}
+
+/// `set`'s golden archives open as format version 1, record their codec and
+/// decode to the bytes whose sha256 `sha_file` holds, which `src` still has.
+fn check_golden(set: &[(&str, &str)], src: &[u8], sha_file: &str) {
+    let want = std::fs::read_to_string(format!("{GOLDEN_DIR}/{sha_file}")).unwrap();
+    // the generator is part of the contract: it must still make the same file
+    assert_eq!(weightlab::io::sha256_hex(src), want.trim(), "synthetic generator changed");
+    for (name, codec) in set {
+        let arch = std::fs::read(format!("{GOLDEN_DIR}/{name}")).unwrap();
+        let a = Archive::open(&arch).unwrap();
+        assert_eq!(a.header.version, 1);
+        assert!(a.index.tensors.iter().all(|t| t.same_as.is_some() || t.codec == *codec), "{name}");
+        let out = decode(&arch).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(weightlab::io::sha256_hex(&out), want.trim(), "{name}");
+    }
+}
+
 /// Writes the golden files. Run once per format version, by hand:
 /// `WEIGHTLAB_BLESS=1 cargo test --test archive bless_golden -- --ignored`
 #[test]
 #[ignore]
 fn bless_golden() {
-    assert_eq!(std::env::var("WEIGHTLAB_BLESS").as_deref(), Ok("1"), "set WEIGHTLAB_BLESS=1");
-    let src = golden_source();
-    std::fs::write(format!("{GOLDEN_DIR}/v1-source.sha256"), weightlab::io::sha256_hex(&src) + "\n").unwrap();
-    for (name, codec) in GOLDEN {
-        std::fs::write(format!("{GOLDEN_DIR}/{name}"), compress(&src, codec, 1024)).unwrap();
-    }
+    bless(GOLDEN, &golden_source(), "v1-source.sha256", 1024);
 }
 
 /// A float archive of the entropy stream modes (1 and 6 with contexts, 1,
@@ -263,38 +284,15 @@ fn golden_float_source() -> Vec<u8> {
 #[test]
 #[ignore]
 fn bless_golden_float() {
-    assert_eq!(std::env::var("WEIGHTLAB_BLESS").as_deref(), Ok("1"), "set WEIGHTLAB_BLESS=1");
-    let src = golden_float_source();
-    std::fs::write(format!("{GOLDEN_DIR}/v1-float-source.sha256"), weightlab::io::sha256_hex(&src) + "\n").unwrap();
-    for (name, codec) in GOLDEN_FLOAT {
-        std::fs::write(format!("{GOLDEN_DIR}/{name}"), compress(&src, codec, 4 << 20)).unwrap();
-    }
+    bless(GOLDEN_FLOAT, &golden_float_source(), "v1-float-source.sha256", 4 << 20);
 }
 
 #[test]
 fn golden_float_archives_still_decode() {
-    let want = std::fs::read_to_string(format!("{GOLDEN_DIR}/v1-float-source.sha256")).unwrap();
-    assert_eq!(weightlab::io::sha256_hex(&golden_float_source()), want.trim(), "synthetic generator changed");
-    for (name, codec) in GOLDEN_FLOAT {
-        let arch = std::fs::read(format!("{GOLDEN_DIR}/{name}")).unwrap();
-        let a = Archive::open(&arch).unwrap();
-        assert!(a.index.tensors.iter().all(|t| t.codec == *codec), "{name}");
-        let out = decode(&arch).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(weightlab::io::sha256_hex(&out), want.trim(), "{name}");
-    }
+    check_golden(GOLDEN_FLOAT, &golden_float_source(), "v1-float-source.sha256");
 }
 
 #[test]
 fn golden_archives_still_decode() {
-    let want = std::fs::read_to_string(format!("{GOLDEN_DIR}/v1-source.sha256")).unwrap();
-    // the generator is part of the contract: it must still make the same file
-    assert_eq!(weightlab::io::sha256_hex(&golden_source()), want.trim(), "synthetic generator changed");
-    for (name, codec) in GOLDEN {
-        let arch = std::fs::read(format!("{GOLDEN_DIR}/{name}")).unwrap();
-        let a = Archive::open(&arch).unwrap();
-        assert_eq!(a.header.version, 1);
-        assert!(a.index.tensors.iter().all(|t| t.same_as.is_some() || t.codec == *codec), "{name}");
-        let out = decode(&arch).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(weightlab::io::sha256_hex(&out), want.trim(), "{name}");
-    }
+    check_golden(GOLDEN, &golden_source(), "v1-source.sha256");
 }

@@ -15,7 +15,9 @@
 //! - timed passes never run concurrently with each other; the untimed
 //!   floors (order-0 entropy) are computed in parallel beforehand;
 //! - every finished cell is appended to `reports/NAME/.resume` (JSON lines)
-//!   and skipped on the next run unless `fresh`.
+//!   and skipped on the next run unless `fresh`, or unless the binary is not
+//!   the one that measured it (`.resume.build`: a rebuilt tool measures
+//!   every cell again instead of reporting the old build's numbers).
 
 use crate::metrics::error::{ErrorAccumulator, ErrorStats};
 use super::peers::{self, PeerSpec};
@@ -167,6 +169,17 @@ pub fn mbps(bytes: u64, secs: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>)
 /// The identity of a cell in the resume file.
 pub fn cell_key(r: &ResultRow) -> String {
     format!("{}\t{}\t{}\t{}\t{}\t{}", r.dataset, r.variant, r.file, r.tensor, r.codec, r.threads)
+}
+
+/// What identifies the running binary for the resume file: the crate
+/// version and the executable's size and modification time.
+fn build_id() -> String {
+    let exe = std::env::current_exe().ok().and_then(|p| std::fs::metadata(p).ok());
+    let (len, mtime) = exe.map_or((0, 0), |m| {
+        let t = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        (m.len(), t.map_or(0, |d| d.as_nanos()))
+    });
+    format!("weightlab {} {len} {mtime}", env!("CARGO_PKG_VERSION"))
 }
 
 /// Rows already measured, from a resume file (a torn last line is ignored).
@@ -488,14 +501,19 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
     let peer_specs: Vec<PeerSpec> = exp.peers.iter().map(|p| PeerSpec::parse(p)).collect::<Result<_>>()?;
 
     let resume_path = out_dir.join(".resume");
-    let done = if opts.fresh { HashMap::new() } else { read_resume(&resume_path) };
+    let build_path = out_dir.join(".resume.build");
+    let build = build_id();
+    let same_build = std::fs::read_to_string(&build_path).is_ok_and(|b| b == build);
+    let fresh = opts.fresh || !same_build;
+    let done = if fresh { HashMap::new() } else { read_resume(&resume_path) };
     let mut resume = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
-        .append(!opts.fresh)
-        .truncate(opts.fresh)
+        .append(!fresh)
+        .truncate(fresh)
         .open(&resume_path)
         .map_err(|e| Error::io(format!("opening {}", resume_path.display()), e))?;
+    std::fs::write(&build_path, &build).map_err(|e| Error::io(format!("writing {}", build_path.display()), e))?;
 
     // open every file first: a bad path fails before hours of measuring
     let maps: Vec<crate::io::Mapped> = files

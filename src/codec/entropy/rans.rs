@@ -892,29 +892,25 @@ mod tests {
                 });
                 out
             };
-            if simd::available() {
-                assert!(vector(false) == scalar, "{N} lanes: AVX2 encoder differs, {n} symbols");
-                decoders.push(("AVX2", Box::new(|e: &[u8], o: &mut [u8]| {
+            let vector_decoder = |v512: bool| -> Decoder {
+                Box::new(move |e: &[u8], o: &mut [u8]| {
                     let mut d = Dec::<N>::parse(e)?;
-                    let done = if N == 32 {
-                        simd::decode::<4>(&mut d.x[..], &mut d.pos, d.words, &t, o)
-                    } else {
-                        simd::decode::<8>(&mut d.x[..], &mut d.pos, d.words, &t, o)
+                    let done = match (N, v512) {
+                        (32, false) => simd::decode::<4>(&mut d.x[..], &mut d.pos, d.words, &t, o),
+                        (64, false) => simd::decode::<8>(&mut d.x[..], &mut d.pos, d.words, &t, o),
+                        (32, true) => simd::decode512::<2>(&mut d.x[..], &mut d.pos, d.words, &t, o),
+                        _ => simd::decode512::<4>(&mut d.x[..], &mut d.pos, d.words, &t, o),
                     };
                     d.finish_from(done, &t, |_| 0, o)
-                })));
+                })
+            };
+            if simd::available() {
+                assert!(vector(false) == scalar, "{N} lanes: AVX2 encoder differs, {n} symbols");
+                decoders.push(("AVX2", vector_decoder(false)));
             }
             if simd::available512() {
                 assert!(vector(true) == scalar, "{N} lanes: AVX-512 encoder differs, {n} symbols");
-                decoders.push(("AVX-512", Box::new(|e: &[u8], o: &mut [u8]| {
-                    let mut d = Dec::<N>::parse(e)?;
-                    let done = if N == 32 {
-                        simd::decode512::<2>(&mut d.x[..], &mut d.pos, d.words, &t, o)
-                    } else {
-                        simd::decode512::<4>(&mut d.x[..], &mut d.pos, d.words, &t, o)
-                    };
-                    d.finish_from(done, &t, |_| 0, o)
-                })));
+                decoders.push(("AVX-512", vector_decoder(true)));
             }
         }
         for (name, dec) in &decoders {
