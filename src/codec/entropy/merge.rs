@@ -32,60 +32,38 @@ pub fn coded_masks(ctx: &[u8], flag: &[u8; 256]) -> (Vec<u64>, usize) {
     (masks, total)
 }
 
-/// The masks of whole 64-element blocks, 32 contexts at a time: the flag
-/// table as a 256-bit set, looked up with two byte shuffles (the low nibble
-/// picks a byte of the set's rows 0-7 or 8-15, the high nibble the bit).
-/// Returns the elements done (a multiple of 64). Measured on MiniLM-BF16:
-/// the scalar loop took about as long as decoding the exponents.
+/// The masks of whole 64-element blocks, 32 contexts at a time
+/// ([`x2::FlagSet`]). Returns the elements done (a multiple of 64). Measured
+/// on MiniLM-BF16: the scalar loop took about as long as decoding the
+/// exponents.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,popcnt")]
 unsafe fn masks_avx2(ctx: &[u8], flag: &[u8; 256], masks: &mut [u64]) -> usize {
     use std::arch::x86_64::*;
-    // rows[h][l]: bit (h & 7) set when context (h << 4 | l) is flagged, in
-    // the table of h < 8 (`lo_rows`) or h >= 8 (`hi_rows`).
-    let mut lo_rows = [0u8; 16];
-    let mut hi_rows = [0u8; 16];
-    for (c, &f) in flag.iter().enumerate() {
-        if f != 0 {
-            let (h, l) = (c >> 4, c & 15);
-            if h < 8 {
-                lo_rows[l] |= 1 << h;
-            } else {
-                hi_rows[l] |= 1 << (h - 8);
-            }
-        }
-    }
-    let dup = |t: [u8; 16]| {
-        // SAFETY: reads 16 bytes of a 16-byte array.
-        let v = unsafe { _mm_loadu_si128(t.as_ptr().cast()) };
-        _mm256_set_m128i(v, v)
-    };
-    let (lo_t, hi_t) = (dup(lo_rows), dup(hi_rows));
-    let bits = dup([1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128]);
-    let nib = _mm256_set1_epi8(0x0f);
-    let seven = _mm256_set1_epi8(7);
-    let zero = _mm256_setzero_si256();
+    let set = x2::FlagSet::new(flag);
     let full = ctx.len() / 64;
     for (b, m) in masks.iter_mut().enumerate().take(full) {
-        let mut word = 0u64;
-        for half in 0..2 {
-            // SAFETY: `64 b + 32 half + 32 <= 64 full <= ctx.len()`.
-            let c = unsafe { _mm256_loadu_si256(ctx.as_ptr().add(64 * b + 32 * half).cast()) };
-            let l = _mm256_and_si256(c, nib);
-            let h = _mm256_and_si256(_mm256_srli_epi16::<4>(c), nib);
-            let row_lo = _mm256_shuffle_epi8(lo_t, l);
-            let row_hi = _mm256_shuffle_epi8(hi_t, l);
-            // h >= 8: take the high rows (h - 8 < 8 picks the bit below).
-            let upper = _mm256_cmpgt_epi8(h, seven);
-            let row = _mm256_blendv_epi8(row_lo, row_hi, upper);
-            let bit = _mm256_shuffle_epi8(bits, _mm256_and_si256(h, seven));
-            let hit = _mm256_cmpeq_epi8(_mm256_and_si256(row, bit), zero);
-            let not_set = _mm256_movemask_epi8(hit) as u32;
-            word |= ((!not_set) as u64) << (32 * half);
-        }
-        *m = word;
+        // SAFETY: `64 b + 64 <= 64 full <= ctx.len()`.
+        let (c0, c1) = unsafe {
+            (_mm256_loadu_si256(ctx.as_ptr().add(64 * b).cast()), _mm256_loadu_si256(ctx.as_ptr().add(64 * b + 32).cast()))
+        };
+        *m = set.mask(c0) as u64 | (set.mask(c1) as u64) << 32;
     }
     full * 64
+}
+
+/// 8 bytes of `s` from `at` as a little-endian word, zeros past its end.
+#[inline(always)]
+fn load8(s: &[u8], at: usize) -> u64 {
+    match s.get(at..at + 8) {
+        Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        None => {
+            let mut b = [0u8; 8];
+            let have = s.len().saturating_sub(at).min(8);
+            b[..have].copy_from_slice(&s[at..at + have]);
+            u64::from_le_bytes(b)
+        }
+    }
 }
 
 /// The elements of `src` whose bit is set, in order (`n` of them).
@@ -232,19 +210,7 @@ static EXPAND: [[u8; 8]; 256] = expand_lut();
 unsafe fn merge_ssse3(masks: &[u64], raw: &[u8], coded: &[u8], out: &mut [u8]) {
     use std::arch::x86_64::*;
     let (mut ir, mut ic) = (0usize, 0usize);
-    let load8 = |s: &[u8], at: usize| -> __m128i {
-        // 8 bytes when they exist, else the rest padded with zeros.
-        let b = match s.get(at..at + 8) {
-            Some(b) => b.try_into().expect("8 bytes"),
-            None => {
-                let mut b = [0u8; 8];
-                let have = s.len().saturating_sub(at).min(8);
-                b[..have].copy_from_slice(&s[at..at + have]);
-                b
-            }
-        };
-        _mm_cvtsi64_si128(i64::from_le_bytes(b))
-    };
+    let load8 = |s: &[u8], at: usize| _mm_cvtsi64_si128(load8(s, at) as i64);
     let full = out.len() / 64;
     for (b, &m) in masks.iter().enumerate().take(full) {
         let o = &mut out[b * 64..b * 64 + 64];
@@ -327,6 +293,119 @@ pub fn count_unflagged(syms: &[u8], flag: &[u8; 256]) -> [u64; 256] {
         }
     }
     h
+}
+
+/// AVX2 merging, for the fused float decode on cores without AVX-512: the
+/// flags of 32 contexts looked up at once in a 256-bit set, and the raw and
+/// coded symbols spread over their positions eight at a time by shuffle
+/// tables.
+///
+/// # Safety
+/// Every function here needs the CPU features that [`x2::available`]
+/// checks: code without them enabled must call it first.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::missing_safety_doc)]
+pub mod x2 {
+    use super::{load8, EXPAND};
+    use std::arch::x86_64::*;
+
+    pub fn available() -> bool {
+        use std::sync::OnceLock;
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt"))
+    }
+
+    /// A 256-entry flag table as a 256-bit set in two 16-byte rows
+    /// (duplicated in both halves of a register): bit `h & 7` of byte `l` of
+    /// row `h >> 3` is set when context `h << 4 | l` is flagged. Looked up
+    /// with two byte shuffles: the low nibble picks a byte of each row, the
+    /// high nibble the row and the bit.
+    #[derive(Clone, Copy)]
+    pub struct FlagSet {
+        lo: __m256i,
+        hi: __m256i,
+        bits: __m256i,
+    }
+
+    impl FlagSet {
+        #[target_feature(enable = "avx2,popcnt")]
+        pub fn new(flag: &[u8; 256]) -> FlagSet {
+            let mut rows = [[0u8; 16]; 2];
+            for (c, &f) in flag.iter().enumerate() {
+                if f != 0 {
+                    let (h, l) = (c >> 4, c & 15);
+                    rows[h >> 3][l] |= 1 << (h & 7);
+                }
+            }
+            let dup = |t: [u8; 16]| {
+                // SAFETY: reads 16 bytes of a 16-byte array.
+                let v = unsafe { _mm_loadu_si128(t.as_ptr().cast()) };
+                _mm256_set_m128i(v, v)
+            };
+            FlagSet { lo: dup(rows[0]), hi: dup(rows[1]), bits: dup([1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128]) }
+        }
+
+        /// Bit `k` set where context byte `k` of `c` is flagged.
+        #[inline]
+        #[target_feature(enable = "avx2,popcnt")]
+        pub fn mask(&self, c: __m256i) -> u32 {
+            let nib = _mm256_set1_epi8(0x0f);
+            let l = _mm256_and_si256(c, nib);
+            let h = _mm256_and_si256(_mm256_srli_epi16::<4>(c), nib);
+            let row = _mm256_blendv_epi8(
+                _mm256_shuffle_epi8(self.lo, l),
+                _mm256_shuffle_epi8(self.hi, l),
+                _mm256_cmpgt_epi8(h, _mm256_set1_epi8(7)),
+            );
+            let bit = _mm256_shuffle_epi8(self.bits, _mm256_and_si256(h, _mm256_set1_epi8(7)));
+            !(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(row, bit), _mm256_setzero_si256())) as u32)
+        }
+    }
+
+    /// A context stream's two sources, merged 32 elements at a time.
+    pub struct Merger<'a> {
+        set: FlagSet,
+        flag: &'a [u8; 256],
+        raw: &'a [u8],
+        coded: &'a [u8],
+        ir: usize,
+        ic: usize,
+    }
+
+    impl<'a> Merger<'a> {
+        #[target_feature(enable = "avx2,popcnt")]
+        pub fn new(flag: &'a [u8; 256], raw: &'a [u8], coded: &'a [u8]) -> Merger<'a> {
+            Merger { set: FlagSet::new(flag), flag, raw, coded, ir: 0, ic: 0 }
+        }
+
+        /// The symbols of the next 32 elements, with contexts `c`.
+        #[inline]
+        #[target_feature(enable = "avx2,popcnt")]
+        pub fn next(&mut self, c: __m256i) -> __m256i {
+            let m = self.set.mask(c);
+            let mut q = [0i64; 4];
+            for (j, q) in q.iter_mut().enumerate() {
+                let mb = (m >> (8 * j)) as u8;
+                let lut = |k: u8| _mm_cvtsi64_si128(i64::from_le_bytes(EXPAND[k as usize]));
+                let vc = _mm_shuffle_epi8(_mm_cvtsi64_si128(load8(self.coded, self.ic) as i64), lut(mb));
+                let vr = _mm_shuffle_epi8(_mm_cvtsi64_si128(load8(self.raw, self.ir) as i64), lut(!mb));
+                *q = _mm_cvtsi128_si64(_mm_or_si128(vc, vr));
+                let k = mb.count_ones() as usize;
+                self.ic += k;
+                self.ir += 8 - k;
+            }
+            _mm256_set_epi64x(q[3], q[2], q[1], q[0])
+        }
+
+        /// The symbol of the next element, with context `c`.
+        #[inline]
+        pub fn one(&mut self, c: u8) -> u8 {
+            let (src, at) = if self.flag[c as usize] != 0 { (self.coded, &mut self.ic) } else { (self.raw, &mut self.ir) };
+            let s = src.get(*at).copied().unwrap_or(0);
+            *at += 1;
+            s
+        }
+    }
 }
 
 /// AVX-512 (F, BW, VBMI, VBMI2) merging: the flags of 64 contexts looked

@@ -892,16 +892,17 @@ mod tests {
                 });
                 out
             };
+            let t = &t;
             let vector_decoder = |v512: bool| -> Decoder {
                 Box::new(move |e: &[u8], o: &mut [u8]| {
                     let mut d = Dec::<N>::parse(e)?;
                     let done = match (N, v512) {
-                        (32, false) => simd::decode::<4>(&mut d.x[..], &mut d.pos, d.words, &t, o),
-                        (64, false) => simd::decode::<8>(&mut d.x[..], &mut d.pos, d.words, &t, o),
-                        (32, true) => simd::decode512::<2>(&mut d.x[..], &mut d.pos, d.words, &t, o),
-                        _ => simd::decode512::<4>(&mut d.x[..], &mut d.pos, d.words, &t, o),
+                        (32, false) => simd::decode::<4>(&mut d.x[..], &mut d.pos, d.words, t, o),
+                        (64, false) => simd::decode::<8>(&mut d.x[..], &mut d.pos, d.words, t, o),
+                        (32, true) => simd::decode512::<2>(&mut d.x[..], &mut d.pos, d.words, t, o),
+                        _ => simd::decode512::<4>(&mut d.x[..], &mut d.pos, d.words, t, o),
                     };
-                    d.finish_from(done, &t, |_| 0, o)
+                    d.finish_from(done, t, |_| 0, o)
                 })
             };
             if simd::available() {

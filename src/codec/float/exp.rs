@@ -144,13 +144,56 @@ impl Codec for Exp {
         Ok(())
     }
     fn decode(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()> {
-        decode(info, input, out, true)
+        decode(info, input, out, Assembly::best())
     }
 }
 
-/// [`Exp`]'s decoder; `fused` takes the one-pass AVX-512 assembly where the
-/// core has it (the tests compare it with the plane-by-plane path).
-fn decode(info: &ChunkInfo, input: &[u8], out: &mut [u8], fused: bool) -> Result<()> {
+/// How [`decode`] puts 2- and 4-byte elements together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Assembly {
+    /// Each plane decoded and merged into its own buffer, then interleaved.
+    Planes,
+    /// One pass over 32 elements at a time (AVX2, [`fused2`]).
+    Avx2,
+    /// One pass over 64 elements at a time (AVX-512, [`fused`]).
+    Avx512,
+}
+
+impl Assembly {
+    /// The fastest this core has.
+    fn best() -> Assembly {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::codec::entropy::merge::x512::available() {
+                return Assembly::Avx512;
+            }
+            if crate::codec::entropy::merge::x2::available() {
+                return Assembly::Avx2;
+            }
+        }
+        Assembly::Planes
+    }
+
+    /// Every one this core has (the tests compare them).
+    #[cfg(test)]
+    fn all() -> Vec<Assembly> {
+        let mut v = vec![Assembly::Planes];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::codec::entropy::merge::x2::available() {
+                v.push(Assembly::Avx2);
+            }
+            if crate::codec::entropy::merge::x512::available() {
+                v.push(Assembly::Avx512);
+            }
+        }
+        v
+    }
+}
+
+/// [`Exp`]'s decoder, putting elements together by `how` (which the core
+/// must have: see [`Assembly::best`]).
+fn decode(info: &ChunkInfo, input: &[u8], out: &mut [u8], how: Assembly) -> Result<()> {
     {
         let mut r = Reader::new(input, "exp");
         let w = r.u8()? as usize;
@@ -170,7 +213,7 @@ fn decode(info: &ChunkInfo, input: &[u8], out: &mut [u8], fused: bool) -> Result
         let mut e = vec![0u8; n];
         decode_stream(r.block()?, None, &mut e)?;
         #[cfg(target_arch = "x86_64")]
-        if (w == 2 || w == 4) && fused && crate::codec::entropy::merge::x512::available() {
+        if (w == 2 || w == 4) && how != Assembly::Planes {
             let sm = decode_parts(r.block()?, Some(&e), n)?;
             let (b1, b0) = if w == 4 {
                 (Some(decode_parts(r.block()?, Some(&e), n)?), Some(decode_parts(r.block()?, Some(&e), n)?))
@@ -178,8 +221,14 @@ fn decode(info: &ChunkInfo, input: &[u8], out: &mut [u8], fused: bool) -> Result
                 (None, None)
             };
             r.finish()?;
-            // SAFETY: the features are available (checked above).
-            unsafe { fused::assemble(&e, sm, b1, b0, out) };
+            // SAFETY: the caller picked an assembly the core has.
+            unsafe {
+                if how == Assembly::Avx512 {
+                    fused::assemble(&e, sm, b1, b0, out)
+                } else {
+                    fused2::assemble(&e, sm, b1, b0, out)
+                }
+            };
             return Ok(());
         }
         let mut sm = vec![0u8; n];
@@ -376,6 +425,183 @@ mod fused {
     }
 }
 
+/// The AVX2 decode of 2- and 4-byte elements: as [`fused`], 32 elements at
+/// a time ([`crate::codec::entropy::merge::x2`]), the last partial block one
+/// element at a time.
+#[cfg(target_arch = "x86_64")]
+mod fused2 {
+    use crate::codec::entropy::merge::x2::Merger;
+    use crate::codec::entropy::Parts;
+    use std::arch::x86_64::*;
+
+    /// One plane's source: 32 bytes at a time, or one.
+    trait Source {
+        /// The plane's bytes of the 32 elements from `i`, exponents `e`.
+        fn next(&mut self, i: usize, e: __m256i) -> __m256i;
+        /// The plane's byte of element `i`, exponent `e`.
+        fn one(&mut self, i: usize, e: u8) -> u8;
+    }
+
+    struct Bytes<'a>(&'a [u8]);
+    struct Const(u8, __m256i);
+
+    impl Source for Bytes<'_> {
+        #[inline(always)]
+        fn next(&mut self, i: usize, _: __m256i) -> __m256i {
+            let b = &self.0[i..i + 32];
+            // SAFETY: 32 bytes (sliced above).
+            unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+        }
+        fn one(&mut self, i: usize, _: u8) -> u8 {
+            self.0[i]
+        }
+    }
+
+    impl Source for Const {
+        #[inline(always)]
+        fn next(&mut self, _: usize, _: __m256i) -> __m256i {
+            self.1
+        }
+        fn one(&mut self, _: usize, _: u8) -> u8 {
+            self.0
+        }
+    }
+
+    impl Source for Merger<'_> {
+        #[inline(always)]
+        fn next(&mut self, _: usize, e: __m256i) -> __m256i {
+            // SAFETY: the caller has the features (every `Source` is used
+            // inside `assemble` only).
+            unsafe { Merger::next(self, e) }
+        }
+        fn one(&mut self, _: usize, e: u8) -> u8 {
+            Merger::one(self, e)
+        }
+    }
+
+    /// A plane whose kind is known only at run time.
+    enum Plane<'a> {
+        Bytes(Bytes<'a>),
+        Const(Const),
+        Split(Box<Merger<'a>>),
+    }
+
+    impl Source for Plane<'_> {
+        #[inline(always)]
+        fn next(&mut self, i: usize, e: __m256i) -> __m256i {
+            match self {
+                Plane::Bytes(p) => p.next(i, e),
+                Plane::Const(p) => p.next(i, e),
+                Plane::Split(p) => Source::next(p.as_mut(), i, e),
+            }
+        }
+        fn one(&mut self, i: usize, e: u8) -> u8 {
+            match self {
+                Plane::Bytes(p) => p.one(i, e),
+                Plane::Const(p) => p.one(i, e),
+                Plane::Split(p) => Source::one(p.as_mut(), i, e),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,popcnt")]
+    fn plane<'a>(p: &'a Parts<'a>) -> Plane<'a> {
+        match p {
+            Parts::Bytes(b) => Plane::Bytes(Bytes(b)),
+            Parts::Const(s) => Plane::Const(Const(*s, _mm256_set1_epi8(*s as i8))),
+            Parts::Split { flag, raw, coded } => Plane::Split(Box::new(Merger::new(flag, raw, coded))),
+        }
+    }
+
+    /// [`super::fused::assemble`] on AVX2.
+    #[target_feature(enable = "avx2,popcnt")]
+    pub fn assemble(e: &[u8], sm: Parts, b1: Option<Parts>, b0: Option<Parts>, out: &mut [u8]) {
+        let lower = b1.as_ref().zip(b0.as_ref()).map(|(b1, b0)| (plane(b1), plane(b0)));
+        match plane(&sm) {
+            Plane::Bytes(p) => run(e, p, lower, out),
+            Plane::Const(p) => run(e, p, lower, out),
+            Plane::Split(mut p) => run(e, p.as_mut(), lower, out),
+        }
+    }
+
+    impl<S: Source + ?Sized> Source for &mut S {
+        #[inline(always)]
+        fn next(&mut self, i: usize, e: __m256i) -> __m256i {
+            (**self).next(i, e)
+        }
+        fn one(&mut self, i: usize, e: u8) -> u8 {
+            (**self).one(i, e)
+        }
+    }
+
+    /// The head's two bytes from an exponent and a sign+mantissa byte.
+    #[inline(always)]
+    fn head(e: u8, s: u8) -> [u8; 2] {
+        [(e << 7) | (s & 0x7f), (s & 0x80) | (e >> 1)]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,popcnt")]
+    fn run<S: Source>(e: &[u8], mut sm: S, lower: Option<(Plane, Plane)>, out: &mut [u8]) {
+        let n = e.len();
+        debug_assert!(out.len() == 2 * n && lower.is_none() || out.len() == 4 * n && lower.is_some());
+        let full = n / 32 * 32;
+        let m7f = _mm256_set1_epi8(0x7f);
+        // The heads of the 32 elements from `i` as two registers of 16-bit
+        // words, per 128-bit half: (0-7, 16-23) and (8-15, 24-31).
+        let mut heads = |i: usize| {
+            // SAFETY: `i + 32 <= full <= e.len()`.
+            let ev = unsafe { _mm256_loadu_si256(e.as_ptr().add(i).cast()) };
+            let s = sm.next(i, ev);
+            let lo = _mm256_or_si256(_mm256_and_si256(s, m7f), _mm256_andnot_si256(m7f, _mm256_slli_epi16::<7>(ev)));
+            let hi = _mm256_or_si256(_mm256_andnot_si256(m7f, s), _mm256_and_si256(m7f, _mm256_srli_epi16::<1>(ev)));
+            (ev, _mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi))
+        };
+        let store = |out: &mut [u8], at: usize, v: __m256i| {
+            let o = &mut out[at..at + 32];
+            // SAFETY: 32 bytes (sliced above).
+            unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), v) }
+        };
+        match lower {
+            None => {
+                for i in (0..full).step_by(32) {
+                    let (_, h0, h1) = heads(i);
+                    store(out, 2 * i, _mm256_permute2x128_si256::<0x20>(h0, h1));
+                    store(out, 2 * i + 32, _mm256_permute2x128_si256::<0x31>(h0, h1));
+                }
+                for i in full..n {
+                    let s = sm.one(i, e[i]);
+                    out[2 * i..2 * i + 2].copy_from_slice(&head(e[i], s));
+                }
+            }
+            Some((mut p1, mut p0)) => {
+                for i in (0..full).step_by(32) {
+                    let (ev, h0, h1) = heads(i);
+                    let (v1, v0) = (p1.next(i, ev), p0.next(i, ev));
+                    let (l0, l1) = (_mm256_unpacklo_epi8(v0, v1), _mm256_unpackhi_epi8(v0, v1));
+                    // Elements (0-3, 16-19), (4-7, 20-23), (8-11, 24-27), (12-15, 28-31).
+                    let w = [
+                        _mm256_unpacklo_epi16(l0, h0),
+                        _mm256_unpackhi_epi16(l0, h0),
+                        _mm256_unpacklo_epi16(l1, h1),
+                        _mm256_unpackhi_epi16(l1, h1),
+                    ];
+                    store(out, 4 * i, _mm256_permute2x128_si256::<0x20>(w[0], w[1]));
+                    store(out, 4 * i + 32, _mm256_permute2x128_si256::<0x20>(w[2], w[3]));
+                    store(out, 4 * i + 64, _mm256_permute2x128_si256::<0x31>(w[0], w[1]));
+                    store(out, 4 * i + 96, _mm256_permute2x128_si256::<0x31>(w[2], w[3]));
+                }
+                for i in full..n {
+                    let s = sm.one(i, e[i]);
+                    let [lo, hi] = head(e[i], s);
+                    let (b1, b0) = (p1.one(i, e[i]), p0.one(i, e[i]));
+                    out[4 * i..4 * i + 4].copy_from_slice(&[b0, b1, lo, hi]);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,10 +626,10 @@ mod tests {
         }
     }
 
-    /// The one-pass AVX-512 assembly and the plane-by-plane decoder give
-    /// the same bytes, on every case and at every gain (all contexts raw,
-    /// some coded, all coded), and agree on which damaged streams fail. On
-    /// a core without AVX-512 both run the plane-by-plane path.
+    /// The one-pass assemblies the core has (AVX2, AVX-512) and the
+    /// plane-by-plane decoder give the same bytes, on every case and at every
+    /// gain (all contexts raw, some coded, all coded), and agree on which
+    /// damaged streams fail.
     #[test]
     fn fused_and_plane_decoders_agree() {
         let mut rng = crate::tensor::synth::Rng::from_state(11);
@@ -418,11 +644,14 @@ mod tests {
             for Case { name, dtype, data } in &cases {
                 let i = info(*dtype);
                 let raw = encode_all(&c, &i, data).unwrap();
-                let mut a = vec![0u8; data.len()];
                 let mut b = vec![0u8; data.len()];
-                decode(&i, &raw, &mut a, true).unwrap();
-                decode(&i, &raw, &mut b, false).unwrap();
-                assert!(a == *data && b == *data, "{name} ({dtype}), gain {gain}");
+                decode(&i, &raw, &mut b, Assembly::Planes).unwrap();
+                assert!(b == *data, "{name} ({dtype}), gain {gain}, planes");
+                for how in Assembly::all() {
+                    let mut a = vec![0u8; data.len()];
+                    decode(&i, &raw, &mut a, how).unwrap();
+                    assert!(a == *data, "{name} ({dtype}), gain {gain}, {how:?}");
+                }
                 for _ in 0..40 {
                     let mut bad = raw.clone();
                     if bad.is_empty() {
@@ -430,11 +659,14 @@ mod tests {
                     }
                     let at = (rng.next_u64() % bad.len() as u64) as usize;
                     bad[at] ^= 1 << (rng.next_u64() % 8);
-                    let ra = decode(&i, &bad, &mut a, true);
-                    let rb = decode(&i, &bad, &mut b, false);
-                    assert_eq!(ra.is_ok(), rb.is_ok(), "{name}: byte {at} flipped");
-                    if ra.is_ok() {
-                        assert!(a == b, "{name}: byte {at} flipped, outputs differ");
+                    let rb = decode(&i, &bad, &mut b, Assembly::Planes);
+                    for how in Assembly::all() {
+                        let mut a = vec![0u8; data.len()];
+                        let ra = decode(&i, &bad, &mut a, how);
+                        assert_eq!(ra.is_ok(), rb.is_ok(), "{name}: byte {at} flipped, {how:?}");
+                        if ra.is_ok() {
+                            assert!(a == b, "{name}: byte {at} flipped, {how:?}: outputs differ");
+                        }
                     }
                 }
             }
