@@ -208,9 +208,7 @@ static EXPAND: [[u8; 8]; 256] = expand_lut();
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3,popcnt")]
 unsafe fn merge_ssse3(masks: &[u64], raw: &[u8], coded: &[u8], out: &mut [u8]) {
-    use std::arch::x86_64::*;
     let (mut ir, mut ic) = (0usize, 0usize);
-    let load8 = |s: &[u8], at: usize| _mm_cvtsi64_si128(load8(s, at) as i64);
     let full = out.len() / 64;
     for (b, &m) in masks.iter().enumerate().take(full) {
         let o = &mut out[b * 64..b * 64 + 64];
@@ -226,15 +224,28 @@ unsafe fn merge_ssse3(masks: &[u64], raw: &[u8], coded: &[u8], out: &mut [u8]) {
                 ir += 8;
                 continue;
             }
-            let lut = |k: u8| _mm_cvtsi64_si128(i64::from_le_bytes(EXPAND[k as usize]));
-            let v = _mm_or_si128(_mm_shuffle_epi8(load8(coded, ic), lut(mb)), _mm_shuffle_epi8(load8(raw, ir), lut(!mb)));
-            o8.copy_from_slice(&(_mm_cvtsi128_si64(v) as u64).to_le_bytes());
-            let k = mb.count_ones() as usize;
-            ic += k;
-            ir += 8 - k;
+            o8.copy_from_slice(&merge8(mb, raw, &mut ir, coded, &mut ic).to_le_bytes());
         }
     }
     merge_scalar(masks, raw, coded, out, full * 64, ir, ic);
+}
+
+/// Eight merged symbols, the elements of bit set in `mb` from `coded` at
+/// `*ic`, the others from `raw` at `*ir` (both cursors advanced), spread by
+/// the shuffle table: the step of [`merge_ssse3`] and [`x2::Merger`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "ssse3,popcnt")]
+fn merge8(mb: u8, raw: &[u8], ir: &mut usize, coded: &[u8], ic: &mut usize) -> u64 {
+    use std::arch::x86_64::*;
+    let spread = |s: &[u8], at: usize, k: u8| {
+        _mm_shuffle_epi8(_mm_cvtsi64_si128(load8(s, at) as i64), _mm_cvtsi64_si128(i64::from_le_bytes(EXPAND[k as usize])))
+    };
+    let v = _mm_cvtsi128_si64(_mm_or_si128(spread(coded, *ic, mb), spread(raw, *ir, !mb))) as u64;
+    let k = mb.count_ones() as usize;
+    *ic += k;
+    *ir += 8 - k;
+    v
 }
 
 /// `out[i]` = the next coded symbol where `flag[ctx[i]]` is set, else the
@@ -258,7 +269,8 @@ pub fn flagged(ctx: &[u8], flag: &[u8; 256]) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if x512::available() {
         // SAFETY: the features are available.
-        return unsafe { x512::split(ctx, ctx, flag) }.1;
+        let [cc] = unsafe { x512::pack_by_flags(ctx, flag, [(ctx, false)]) };
+        return cc;
     }
     let (masks, k) = coded_masks(ctx, flag);
     gather(ctx, &masks, k)
@@ -306,7 +318,7 @@ pub fn count_unflagged(syms: &[u8], flag: &[u8; 256]) -> [u64; 256] {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::missing_safety_doc)]
 pub mod x2 {
-    use super::{load8, EXPAND};
+    use super::merge8;
     use std::arch::x86_64::*;
 
     pub fn available() -> bool {
@@ -383,17 +395,8 @@ pub mod x2 {
         #[target_feature(enable = "avx2,popcnt")]
         pub fn next(&mut self, c: __m256i) -> __m256i {
             let m = self.set.mask(c);
-            let mut q = [0i64; 4];
-            for (j, q) in q.iter_mut().enumerate() {
-                let mb = (m >> (8 * j)) as u8;
-                let lut = |k: u8| _mm_cvtsi64_si128(i64::from_le_bytes(EXPAND[k as usize]));
-                let vc = _mm_shuffle_epi8(_mm_cvtsi64_si128(load8(self.coded, self.ic) as i64), lut(mb));
-                let vr = _mm_shuffle_epi8(_mm_cvtsi64_si128(load8(self.raw, self.ir) as i64), lut(!mb));
-                *q = _mm_cvtsi128_si64(_mm_or_si128(vc, vr));
-                let k = mb.count_ones() as usize;
-                self.ic += k;
-                self.ir += 8 - k;
-            }
+            let q: [i64; 4] =
+                std::array::from_fn(|j| merge8((m >> (8 * j)) as u8, self.raw, &mut self.ir, self.coded, &mut self.ic) as i64);
             _mm256_set_epi64x(q[3], q[2], q[1], q[0])
         }
 
@@ -567,21 +570,28 @@ pub mod x512 {
     /// [`super::split_flagged`], in one pass.
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
     pub fn split(syms: &[u8], ctx: &[u8], flag: &[u8; 256]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let [raw, cs, cc] = pack_by_flags(ctx, flag, [(syms, true), (syms, false), (ctx, false)]);
+        (raw, cs, cc)
+    }
+
+    /// For each `(src, clear)`: the elements of `src` whose `flag[ctx]` is
+    /// set (clear, with `clear`), in order; all of them in one pass over
+    /// `ctx`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vbmi2,bmi2,popcnt")]
+    pub fn pack_by_flags<const K: usize>(ctx: &[u8], flag: &[u8; 256], srcs: [(&[u8], bool); K]) -> [Vec<u8>; K] {
         let n = ctx.len();
-        assert_eq!(syms.len(), n);
+        assert!(srcs.iter().all(|(s, _)| s.len() == n));
         let f = Flags::new(flag);
         // Every block is stored whole, so each output has room for all
         // elements and 64 bytes; only what is written is ever touched.
-        let mut outs: [Vec<u8>; 3] = std::array::from_fn(|_| Vec::with_capacity(n + 64));
-        let mut at = [0usize; 3];
+        let mut outs: [Vec<u8>; K] = std::array::from_fn(|_| Vec::with_capacity(n + 64));
+        let mut at = [0usize; K];
         for i in (0..n).step_by(64) {
-            let c = load(ctx, i);
-            let s = load(syms, i);
-            let k = f.mask(c) & valid(n - i);
-            let nk = !k & valid(n - i);
-            for (j, (kk, v)) in [(nk, s), (k, s), (k, c)].into_iter().enumerate() {
+            let k = f.mask(load(ctx, i)) & valid(n - i);
+            for (j, &(src, clear)) in srcs.iter().enumerate() {
+                let kk = if clear { !k & valid(n - i) } else { k };
                 // SAFETY: `at[j] <= i < n`, so 64 bytes from `at[j]` are within the capacity.
-                unsafe { _mm512_storeu_si512(outs[j].as_mut_ptr().add(at[j]).cast(), _mm512_maskz_compress_epi8(kk, v)) };
+                unsafe { _mm512_storeu_si512(outs[j].as_mut_ptr().add(at[j]).cast(), _mm512_maskz_compress_epi8(kk, load(src, i))) };
                 at[j] += kk.count_ones() as usize;
             }
         }
@@ -589,8 +599,7 @@ pub mod x512 {
             // SAFETY: the first `a` bytes were written by the stores above.
             unsafe { o.set_len(a) };
         }
-        let [raw, cs, cc] = outs;
-        (raw, cs, cc)
+        outs
     }
 }
 
