@@ -458,15 +458,18 @@ pub fn with_block(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>) -> Result<
     let at = out.len();
     out.extend_from_slice(&[0; 4]);
     write(out)?;
-    let n = u32::try_from(out.len() - at - 4)
-        .map_err(|_| Error::unsupported(format!("stream of {} bytes exceeds 4 GiB; use smaller chunks", out.len() - at - 4)))?;
+    let n = block_len(out.len() - at - 4)?;
     out[at..at + 4].copy_from_slice(&n.to_le_bytes());
     Ok(())
 }
 
+/// A block's length as its u32 prefix.
+fn block_len(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::unsupported(format!("stream of {n} bytes exceeds 4 GiB; use smaller chunks")))
+}
+
 pub fn put_block(out: &mut Vec<u8>, block: &[u8]) -> Result<()> {
-    let n = u32::try_from(block.len())
-        .map_err(|_| Error::unsupported(format!("stream of {} bytes exceeds 4 GiB; use smaller chunks", block.len())))?;
+    let n = block_len(block.len())?;
     out.extend_from_slice(&n.to_le_bytes());
     out.extend_from_slice(block);
     Ok(())

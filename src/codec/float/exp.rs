@@ -148,6 +148,13 @@ impl Codec for Exp {
     }
 }
 
+/// The 16-bit head of an element from its `E` and `SM` symbols (the inverse
+/// of [`split_head`]).
+#[inline(always)]
+fn head(e: u8, s: u8) -> u16 {
+    ((s as u16 & 0x80) << 8) | ((e as u16) << 7) | (s as u16 & 0x7f)
+}
+
 /// How [`decode`] puts 2- and 4-byte elements together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Assembly {
@@ -194,76 +201,73 @@ impl Assembly {
 /// [`Exp`]'s decoder, putting elements together by `how` (which the core
 /// must have: see [`Assembly::best`]).
 fn decode(info: &ChunkInfo, input: &[u8], out: &mut [u8], how: Assembly) -> Result<()> {
-    {
-        let mut r = Reader::new(input, "exp");
-        let w = r.u8()? as usize;
-        let want = width(info.dtype, out.len());
-        if w != want {
-            return Err(Error::corrupt(format!(
-                "exp: element width {w} recorded, {want} expected for {} bytes of {}",
-                out.len(),
-                info.dtype
-            )));
-        }
-        if w == 1 {
-            decode_stream(r.block()?, None, out)?;
-            return r.finish();
-        }
-        let n = out.len() / w;
-        let mut e = vec![0u8; n];
-        decode_stream(r.block()?, None, &mut e)?;
-        #[cfg(target_arch = "x86_64")]
-        if (w == 2 || w == 4) && how != Assembly::Planes {
-            let sm = decode_parts(r.block()?, Some(&e), n)?;
-            let (b1, b0) = if w == 4 {
-                (Some(decode_parts(r.block()?, Some(&e), n)?), Some(decode_parts(r.block()?, Some(&e), n)?))
-            } else {
-                (None, None)
-            };
-            r.finish()?;
-            // SAFETY: the caller picked an assembly the core has.
-            unsafe {
-                if how == Assembly::Avx512 {
-                    fused::assemble(&e, sm, b1, b0, out)
-                } else {
-                    fused2::assemble(&e, sm, b1, b0, out)
-                }
-            };
-            return Ok(());
-        }
-        let mut sm = vec![0u8; n];
-        decode_stream(r.block()?, Some(&e), &mut sm)?;
-        let head = |e: u8, s: u8| ((s as u16 & 0x80) << 8) | ((e as u16) << 7) | (s as u16 & 0x7f);
-        if w == 2 {
-            for ((o, &e), &s) in out.chunks_exact_mut(2).zip(&e).zip(&sm) {
-                o.copy_from_slice(&head(e, s).to_le_bytes());
-            }
-        } else if w == 4 {
-            // F32: both lower planes, then every element in one pass (three
-            // strided byte passes measured slower).
-            let mut b1 = vec![0u8; n];
-            decode_stream(r.block()?, Some(&e), &mut b1)?;
-            let mut b0 = vec![0u8; n];
-            decode_stream(r.block()?, Some(&e), &mut b0)?;
-            for ((((o, &e), &s), &b1), &b0) in out.chunks_exact_mut(4).zip(&e).zip(&sm).zip(&b1).zip(&b0) {
-                let v = (head(e, s) as u32) << 16 | (b1 as u32) << 8 | b0 as u32;
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        } else {
-            for ((o, &e), &s) in out.chunks_exact_mut(w).zip(&e).zip(&sm) {
-                o[w - 2..].copy_from_slice(&head(e, s).to_le_bytes());
-            }
-            // The lower planes reuse the buffer.
-            let plane = &mut sm;
-            for k in (0..w - 2).rev() {
-                decode_stream(r.block()?, Some(&e), plane)?;
-                for (o, &b) in out.chunks_exact_mut(w).zip(plane.iter()) {
-                    o[k] = b;
-                }
-            }
-        }
-        r.finish()
+    let mut r = Reader::new(input, "exp");
+    let w = r.u8()? as usize;
+    let want = width(info.dtype, out.len());
+    if w != want {
+        return Err(Error::corrupt(format!(
+            "exp: element width {w} recorded, {want} expected for {} bytes of {}",
+            out.len(),
+            info.dtype
+        )));
     }
+    if w == 1 {
+        decode_stream(r.block()?, None, out)?;
+        return r.finish();
+    }
+    let n = out.len() / w;
+    let mut e = vec![0u8; n];
+    decode_stream(r.block()?, None, &mut e)?;
+    #[cfg(target_arch = "x86_64")]
+    if (w == 2 || w == 4) && how != Assembly::Planes {
+        let sm = decode_parts(r.block()?, Some(&e), n)?;
+        let (b1, b0) = if w == 4 {
+            (Some(decode_parts(r.block()?, Some(&e), n)?), Some(decode_parts(r.block()?, Some(&e), n)?))
+        } else {
+            (None, None)
+        };
+        r.finish()?;
+        // SAFETY: the caller picked an assembly the core has.
+        unsafe {
+            if how == Assembly::Avx512 {
+                fused::assemble(&e, sm, b1, b0, out)
+            } else {
+                fused2::assemble(&e, sm, b1, b0, out)
+            }
+        };
+        return Ok(());
+    }
+    let mut sm = vec![0u8; n];
+    decode_stream(r.block()?, Some(&e), &mut sm)?;
+    if w == 2 {
+        for ((o, &e), &s) in out.chunks_exact_mut(2).zip(&e).zip(&sm) {
+            o.copy_from_slice(&head(e, s).to_le_bytes());
+        }
+    } else if w == 4 {
+        // F32: both lower planes, then every element in one pass (three
+        // strided byte passes measured slower).
+        let mut b1 = vec![0u8; n];
+        decode_stream(r.block()?, Some(&e), &mut b1)?;
+        let mut b0 = vec![0u8; n];
+        decode_stream(r.block()?, Some(&e), &mut b0)?;
+        for ((((o, &e), &s), &b1), &b0) in out.chunks_exact_mut(4).zip(&e).zip(&sm).zip(&b1).zip(&b0) {
+            let v = (head(e, s) as u32) << 16 | (b1 as u32) << 8 | b0 as u32;
+            o.copy_from_slice(&v.to_le_bytes());
+        }
+    } else {
+        for ((o, &e), &s) in out.chunks_exact_mut(w).zip(&e).zip(&sm) {
+            o[w - 2..].copy_from_slice(&head(e, s).to_le_bytes());
+        }
+        // The lower planes reuse the buffer.
+        let plane = &mut sm;
+        for k in (0..w - 2).rev() {
+            decode_stream(r.block()?, Some(&e), plane)?;
+            for (o, &b) in out.chunks_exact_mut(w).zip(plane.iter()) {
+                o[k] = b;
+            }
+        }
+    }
+    r.finish()
 }
 
 /// The AVX-512 decode of 2- and 4-byte elements: every plane's raw and
@@ -534,12 +538,6 @@ mod fused2 {
         }
     }
 
-    /// The head's two bytes from an exponent and a sign+mantissa byte.
-    #[inline(always)]
-    fn head(e: u8, s: u8) -> [u8; 2] {
-        [(e << 7) | (s & 0x7f), (s & 0x80) | (e >> 1)]
-    }
-
     #[inline]
     #[target_feature(enable = "avx2,popcnt")]
     fn run<S: Source>(e: &[u8], mut sm: S, lower: Option<(Plane, Plane)>, out: &mut [u8]) {
@@ -571,7 +569,7 @@ mod fused2 {
                 }
                 for i in full..n {
                     let s = sm.one(i, e[i]);
-                    out[2 * i..2 * i + 2].copy_from_slice(&head(e[i], s));
+                    out[2 * i..2 * i + 2].copy_from_slice(&super::head(e[i], s).to_le_bytes());
                 }
             }
             Some((mut p1, mut p0)) => {
@@ -593,7 +591,7 @@ mod fused2 {
                 }
                 for i in full..n {
                     let s = sm.one(i, e[i]);
-                    let [lo, hi] = head(e[i], s);
+                    let [lo, hi] = super::head(e[i], s).to_le_bytes();
                     let (b1, b0) = (p1.one(i, e[i]), p0.one(i, e[i]));
                     out[4 * i..4 * i + 4].copy_from_slice(&[b0, b1, lo, hi]);
                 }
