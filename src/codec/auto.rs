@@ -30,6 +30,7 @@ pub const AUTO: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "picks per tensor: raw (tiny), const, table (<= 256 values), exp (floats; planes>zstd when 5 % smaller on a sample), else the best of zstd / planes>zstd / exp on a sample",
+    examples: &["auto"],
     build: |_: &mut Params, next| {
         if let Some(n) = next {
             return Err(Error::invalid(format!("'auto' is a coder and cannot feed '{}'", n.spec())));

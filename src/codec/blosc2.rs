@@ -41,6 +41,7 @@ pub const BLOSC2: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "blosc2: codec=blosclz|lz4|lz4hc|zlib|zstd, level=0..9, shuffle=none|byte|bit",
+    examples: &["blosc2:codec=zstd,level=5,shuffle=byte", "blosc2:codec=lz4,level=9,shuffle=bit", "blosc2:codec=blosclz,level=1,shuffle=none", "blosc2:codec=zlib,level=3,shuffle=byte", "blosc2:codec=lz4hc,level=5,shuffle=bit"],
     build: |p: &mut Params, next| {
         if let Some(n) = next {
             return Err(Error::invalid(format!("'blosc2' is a coder and cannot feed '{}'", n.spec())));

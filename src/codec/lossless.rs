@@ -28,6 +28,7 @@ pub const RAW: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "store the bytes unchanged",
+    examples: &["raw"],
     build: |_, next| {
         no_next("raw", next)?;
         Ok(Box::new(Raw))
@@ -72,6 +73,7 @@ pub const ZSTD: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "zstd, levels -7..22; threads=N (zstdmt), long=WINDOWLOG (10..31, 0 off)",
+    examples: &["zstd:level=3", "zstd:level=-3", "zstd:level=19", "zstd:level=3,long=27,threads=2"],
     build: |p: &mut Params, next| {
         no_next("zstd", next)?;
         let level = p.int("level", 3, -7, 22)? as i32;
@@ -148,6 +150,7 @@ pub const LZ4: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "LZ4 block (lz4_flex)",
+    examples: &["lz4"],
     build: |_, next| {
         no_next("lz4", next)?;
         Ok(Box::new(Lz4))
@@ -193,6 +196,7 @@ pub const XZ: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "xz/LZMA2, level=0..9, extreme=true|false",
+    examples: &["xz:level=1", "xz:extreme=true,level=6"],
     build: |p: &mut Params, next| {
         no_next("xz", next)?;
         let level = p.int("level", 6, 0, 9)? as u32;
@@ -252,6 +256,7 @@ pub const DEFLATE: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "raw deflate (flate2), level=0..9",
+    examples: &["deflate:level=6", "deflate:level=0", "deflate:level=9"],
     build: |p: &mut Params, next| {
         no_next("deflate", next)?;
         let level = p.int("level", 6, 0, 9)? as u32;

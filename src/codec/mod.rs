@@ -16,6 +16,7 @@ pub mod float;
 pub mod lossless;
 pub mod lossy;
 pub mod planes;
+pub mod simd;
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, TensorView};
@@ -275,6 +276,11 @@ pub struct StageDef {
     pub version: u8,
     pub kind: StageKind,
     pub summary: &'static str,
+    /// Specs that exercise the stage, in canonical form (`build(ex).spec()
+    /// == ex`), the first the plainest: the conformance suite
+    /// (`tests/conformance.rs`) round-trips, damages and checks every one,
+    /// and fails for a stage without any.
+    pub examples: &'static [&'static str],
     pub build: BuildFn,
 }
 

@@ -16,6 +16,7 @@ pub const PLANES: StageDef = StageDef {
     version: 1,
     kind: StageKind::Transform,
     summary: "byte planes of multi-byte elements, each plane coded by the next stage (default zstd:level=3)",
+    examples: &["planes>zstd:level=3", "planes>lz4", "planes>raw"],
     build: |_: &mut Params, next| {
         let next = match next {
             Some(n) => n,

@@ -17,7 +17,7 @@ pub fn coded_masks(ctx: &[u8], flag: &[u8; 256]) -> (Vec<u64>, usize) {
     let mut masks = vec![0u64; ctx.len().div_ceil(64)];
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt") {
+    if crate::codec::simd::avx2() {
         // SAFETY: AVX2 and POPCNT are available.
         done = unsafe { masks_avx2(ctx, flag, &mut masks) };
     }
@@ -89,7 +89,7 @@ fn pack(masks: &[u64], src: &[u8], n: usize, clear: bool) -> Vec<u8> {
     let mut done = 0;
     let mut at = 0;
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("ssse3") && is_x86_feature_detected!("popcnt") {
+    if crate::codec::simd::ssse3() {
         // SAFETY: SSSE3 and POPCNT are available.
         (done, at) = unsafe { pack_ssse3(masks, src, flip, &mut out) };
     }
@@ -164,7 +164,7 @@ unsafe fn pack_ssse3(masks: &[u64], src: &[u8], flip: u64, out: &mut [u8]) -> (u
 pub fn merge(masks: &[u64], raw: &[u8], coded: &[u8], out: &mut [u8]) {
     debug_assert_eq!(raw.len() + coded.len(), out.len());
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("ssse3") && is_x86_feature_detected!("popcnt") {
+    if crate::codec::simd::ssse3() {
         // SAFETY: SSSE3 and POPCNT are available.
         return unsafe { merge_ssse3(masks, raw, coded, out) };
     }
@@ -321,10 +321,10 @@ pub mod x2 {
     use super::merge8;
     use std::arch::x86_64::*;
 
+    /// The core has the features and the level ([`crate::codec::simd`])
+    /// allows them.
     pub fn available() -> bool {
-        use std::sync::OnceLock;
-        static ON: OnceLock<bool> = OnceLock::new();
-        *ON.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt"))
+        crate::codec::simd::avx2()
     }
 
     /// A 256-entry flag table as a 256-bit set in two 16-byte rows
@@ -425,21 +425,11 @@ pub mod x2 {
 pub mod x512 {
     use std::arch::x86_64::*;
 
-    /// The features this module's functions need, and not switched off by
-    /// `WEIGHTLAB_NO_AVX512` (set to measure or test the other paths on a
-    /// core that has them).
+    /// The core has the features this module's functions need and the
+    /// level ([`crate::codec::simd`]: `WEIGHTLAB_SIMD`, or its alias
+    /// `WEIGHTLAB_NO_AVX512`) allows them.
     pub fn available() -> bool {
-        use std::sync::OnceLock;
-        static ON: OnceLock<bool> = OnceLock::new();
-        *ON.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vbmi")
-                && is_x86_feature_detected!("avx512vbmi2")
-                && is_x86_feature_detected!("bmi2")
-                && is_x86_feature_detected!("popcnt")
-                && std::env::var_os("WEIGHTLAB_NO_AVX512").is_none()
-        })
+        crate::codec::simd::avx512()
     }
 
     /// A 256-entry byte table of flags in four registers.

@@ -400,14 +400,16 @@ mod simd {
     use std::mem::MaybeUninit;
     use std::arch::x86_64::*;
 
+    /// AVX2 paths allowed (the core has them, and the level of
+    /// [`crate::codec::simd`]).
     pub fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("popcnt")
+        crate::codec::simd::avx2()
     }
 
-    /// AVX-512, as the merge uses it (one switch for both, see
-    /// [`super::super::merge::x512::available`]).
+    /// AVX-512, as the merge uses it (one switch for every dispatch:
+    /// [`crate::codec::simd`]).
     pub fn available512() -> bool {
-        super::super::merge::x512::available()
+        crate::codec::simd::avx512()
     }
 
     /// [`decode`] with `V` vectors of sixteen lanes (AVX-512): the same
@@ -416,7 +418,7 @@ mod simd {
     /// payload bytes are left (a vector loads 32 bytes at the cursor and
     /// advances it by at most that).
     pub fn decode512<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
-        assert!(x.len() == 16 * V && available512() && t.models() == 1);
+        assert!(x.len() == 16 * V && crate::codec::simd::cpu_avx512() && t.models() == 1);
         // SAFETY: AVX-512 is available (checked above).
         unsafe { decode_avx512::<V, false>(x, pos, words, t, None, out) }
     }
@@ -432,7 +434,7 @@ mod simd {
         map: &[u8; 256],
         out: &mut [u8],
     ) -> usize {
-        assert!(x.len() == 16 * V && available512() && ctx.len() == out.len());
+        assert!(x.len() == 16 * V && crate::codec::simd::cpu_avx512() && ctx.len() == out.len());
         assert!(map.iter().all(|&m| (m as usize) < t.models()));
         // SAFETY: AVX-512 is available (checked above).
         unsafe { decode_avx512::<V, true>(x, pos, words, t, Some((ctx, Flags::new(map))), out) }
@@ -533,7 +535,7 @@ mod simd {
     /// per vector, so every load is in bounds. Updates the lane states and
     /// the cursor; returns the symbols decoded (a multiple of `8 * V`).
     pub fn decode<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
-        assert!(x.len() == 8 * V && available() && t.models() == 1);
+        assert!(x.len() == 8 * V && crate::codec::simd::cpu_avx2() && t.models() == 1);
         // SAFETY: AVX2 is available (checked above).
         unsafe { decode_avx2::<V>(x, pos, words, t, out) }
     }
@@ -585,7 +587,7 @@ mod simd {
     /// into `buf` (16 bytes of slack before the first word written), the
     /// words of each group in the order [`decode`] reads them.
     pub fn encode<const V: usize>(x: &mut [u32], syms: &[u8], t: &[super::EncSym; 256], p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
-        assert!(x.len() == 8 * V && syms.len().is_multiple_of(8 * V) && available());
+        assert!(x.len() == 8 * V && syms.len().is_multiple_of(8 * V) && crate::codec::simd::cpu_avx2());
         assert!(*w >= syms.len() + super::FRONT_SLACK && *w <= buf.len() && (10..=12).contains(&p));
         let mut packed = [0u32; 256];
         for (q, e) in packed.iter_mut().zip(t) {
@@ -599,7 +601,7 @@ mod simd {
     /// [`encode`] with `V` vectors of sixteen lanes (AVX-512), writing the
     /// same stream.
     pub fn encode512<const V: usize>(x: &mut [u32], syms: &[u8], t: &[super::EncSym; 256], p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
-        assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && available512());
+        assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && crate::codec::simd::cpu_avx512());
         assert!(*w >= syms.len() && *w <= buf.len() && (10..=12).contains(&p));
         let mut packed = [0u32; 256];
         for (q, e) in packed.iter_mut().zip(t) {
@@ -623,7 +625,7 @@ mod simd {
         buf: &mut [MaybeUninit<u16>],
         w: &mut usize,
     ) {
-        assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && ctx.len() >= syms.len() && available512());
+        assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && ctx.len() >= syms.len() && crate::codec::simd::cpu_avx512());
         assert!(*w >= syms.len() && *w <= buf.len() && (10..=12).contains(&p));
         assert!(map.iter().all(|&m| (m as usize) < tables.len()));
         let packed: Vec<u32> = tables
@@ -905,11 +907,11 @@ mod tests {
                     d.finish_from(done, t, |_| 0, o)
                 })
             };
-            if simd::available() {
+            if crate::codec::simd::cpu_avx2() {
                 assert!(vector(false) == scalar, "{N} lanes: AVX2 encoder differs, {n} symbols");
                 decoders.push(("AVX2", vector_decoder(false)));
             }
-            if simd::available512() {
+            if crate::codec::simd::cpu_avx512() {
                 assert!(vector(true) == scalar, "{N} lanes: AVX-512 encoder differs, {n} symbols");
                 decoders.push(("AVX-512", vector_decoder(true)));
             }

@@ -52,6 +52,7 @@ pub const EXP: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "float exponent split: exponent rANS-coded per chunk, sign+mantissa coded per exponent (all float dtypes)",
+    examples: &["exp:gain=2", "exp:gain=0", "exp:gain=100"],
     build: |p: &mut Params, next| {
         if let Some(n) = next {
             return Err(Error::invalid(format!("'exp' is a coder and cannot feed '{}'", n.spec())));
@@ -167,30 +168,27 @@ enum Assembly {
 }
 
 impl Assembly {
-    /// The fastest this core has.
+    /// The fastest the core has and the level ([`crate::codec::simd`]) allows.
     fn best() -> Assembly {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if crate::codec::entropy::merge::x512::available() {
-                return Assembly::Avx512;
-            }
-            if crate::codec::entropy::merge::x2::available() {
-                return Assembly::Avx2;
-            }
+        match crate::codec::simd::level() {
+            #[cfg(target_arch = "x86_64")]
+            crate::codec::simd::Level::Avx512 => Assembly::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            crate::codec::simd::Level::Avx2 => Assembly::Avx2,
+            _ => Assembly::Planes,
         }
-        Assembly::Planes
     }
 
-    /// Every one this core has (the tests compare them).
+    /// Every one this core has, whatever the level (the tests compare them).
     #[cfg(test)]
     fn all() -> Vec<Assembly> {
         let mut v = vec![Assembly::Planes];
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::codec::entropy::merge::x2::available() {
+            if crate::codec::simd::cpu_avx2() {
                 v.push(Assembly::Avx2);
             }
-            if crate::codec::entropy::merge::x512::available() {
+            if crate::codec::simd::cpu_avx512() {
                 v.push(Assembly::Avx512);
             }
         }

@@ -14,5 +14,6 @@
 pub mod exp;
 pub mod special;
 
-#[cfg(test)]
-pub(crate) mod testdata;
+/// Seeded test cases (also used by `tests/conformance.rs`); not an API.
+#[doc(hidden)]
+pub mod testdata;

@@ -40,6 +40,7 @@ pub const CONST: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "a tensor of one repeated value: the value once (falls back to exp:gain=2 otherwise)",
+    examples: &["const"],
     build: |_: &mut Params, next| {
         no_next("const", next)?;
         Ok(Box::new(Const))
@@ -94,6 +95,7 @@ pub const TABLE: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "few distinct values (<= 256 per chunk): value table + rANS-coded or bit-packed indices",
+    examples: &["table"],
     build: |_: &mut Params, next| {
         no_next("table", next)?;
         Ok(Box::new(Table))

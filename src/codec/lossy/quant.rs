@@ -35,6 +35,7 @@ pub const INT8: StageDef = StageDef {
     version: 1,
     kind: StageKind::Transform,
     summary: "blockwise absmax int8 quantization (block=128, scale=auto|f16|dtype, select=auto|all); no bound, errors measured",
+    examples: &["int8:block=128,scale=auto,select=auto>zstd:level=3", "int8:block=32,scale=dtype,select=all>raw", "int8:block=7,scale=f16,select=all>lz4"],
     build: |p: &mut Params, next| BlockQuant::build(8, p, next),
 };
 
@@ -44,6 +45,7 @@ pub const INT4: StageDef = StageDef {
     version: 1,
     kind: StageKind::Transform,
     summary: "blockwise absmax int4 quantization, two values per byte (block=128, scale=auto|f16|dtype, select=auto|all)",
+    examples: &["int4:block=128,scale=auto,select=auto>zstd:level=3", "int4:block=33,scale=dtype,select=all>raw", "int4:block=7,scale=f16,select=all>lz4"],
     build: |p: &mut Params, next| BlockQuant::build(4, p, next),
 };
 

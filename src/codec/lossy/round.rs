@@ -29,6 +29,7 @@ pub const ROUND: StageDef = StageDef {
     version: 1,
     kind: StageKind::Transform,
     summary: "mantissa rounded to bits=K (RNE), then a lossless stage (default auto, else planes>zstd); bound |x-x'| <= 2^-(K+1)|x|",
+    examples: &["round:bits=4>auto", "round:bits=0>planes>zstd:level=3", "round:bits=10>exp:gain=2"],
     build: |p: &mut Params, next| {
         let bits = p
             .string("bits")

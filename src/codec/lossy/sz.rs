@@ -57,6 +57,7 @@ pub const SZ: StageDef = StageDef {
     version: 1,
     kind: StageKind::Transform,
     summary: "error-bounded SZ-style quantizer: sz:abs=E or sz:rel=E (range-relative), pred=auto|none|prev|above|lorenzo2d, coder=rans|next; exact values to the next stage (default zstd:level=3)",
+    examples: &["sz:abs=1e-3,coder=rans,pred=auto>zstd:level=3", "sz:rel=1e-4,coder=rans,pred=auto>zstd:level=3", "sz:abs=1e-2,coder=next,pred=prev>lz4", "sz:abs=1e-4,coder=rans,pred=lorenzo2d>raw", "sz:abs=5e-3,coder=rans,pred=above>zstd:level=1"],
     build: |p: &mut Params, next| {
         let abs = p.float("abs")?;
         let rel = p.float("rel")?;
