@@ -86,6 +86,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+    /// The operating system's error behind an I/O error.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        self.source.as_deref().and_then(|e| e.downcast_ref::<std::io::Error>())
+    }
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -102,11 +106,11 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+/// `source()` is not given: the message already holds the cause's text
+/// (an I/O error's "No space left on device (os error 28)"), and error
+/// reporters that walk the chain (anyhow's `{:#}`) printed it twice. The
+/// cause stays reachable through [`Error::io_error`].
+impl std::error::Error for Error {}
 
 /// Add context to any `Result<T, Error>`.
 pub trait ResultExt<T> {

@@ -1,4 +1,5 @@
-//! File helpers: memory maps and atomic writes (temp name, then rename).
+//! File helpers: memory maps, atomic writes (temp name, then rename) that
+//! never replace one of the process's inputs.
 
 use crate::error::{Error, Result};
 use std::fs::File;
@@ -29,26 +30,41 @@ pub fn keep_freed_memory() {
 /// empty file (which cannot be mapped).
 pub struct Mapped {
     map: Option<memmap2::Mmap>,
+    _input: InputGuard,
 }
 
 impl Mapped {
+    /// Map `path` for reading, and remember it as an input of this process
+    /// ([`note_input`]): no output of the process may then replace it.
+    ///
+    /// The map's contract: the file must not shrink while it is mapped. If
+    /// another process truncates it, the kernel raises SIGBUS on the next
+    /// read past the new end; the CLI's handler ([`crate::signals`]) then
+    /// removes every temporary output and exits with status 1 and a message,
+    /// instead of a crash.
     pub fn open(path: &Path) -> Result<Mapped> {
         let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?
-            .len();
-        if len == 0 {
-            return Ok(Mapped { map: None });
+        let meta = file.metadata().map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?;
+        if meta.is_dir() {
+            return Err(Error::invalid(format!("{} is a directory, not a file", path.display())));
         }
-        // SAFETY: the map is read-only. Another process truncating the file while
-        // we read it could fault; that is the accepted contract of every mmap-based
-        // reader (safetensors itself included) and is documented in the README.
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(Error::invalid(format!(
+                "{} is not a regular file (a pipe or a device cannot be mapped)",
+                path.display()
+            )));
+        }
+        let input = note_input(path, &meta);
+        if meta.len() == 0 {
+            return Ok(Mapped { map: None, _input: input });
+        }
+        // SAFETY: the map is read-only. A file truncated under it raises
+        // SIGBUS, handled as said above.
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
         #[cfg(unix)]
         let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(Mapped { map: Some(map) })
+        Ok(Mapped { map: Some(map), _input: input })
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -56,11 +72,191 @@ impl Mapped {
     }
 }
 
-/// The temporary name an output is written under before it is renamed.
+/// The identity of a file: (device, inode) on Unix, the canonical path elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId(#[cfg(unix)] (u64, u64), #[cfg(not(unix))] PathBuf);
+
+impl FileId {
+    fn of(path: &Path, meta: &std::fs::Metadata) -> FileId {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let _ = path;
+            FileId((meta.dev(), meta.ino()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            FileId(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
+        }
+    }
+}
+
+/// The files this process is reading now, by identity, each with the
+/// number of its guard.
+static INPUTS: std::sync::Mutex<Vec<(u64, FileId, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+static NEXT_INPUT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A file held as an input while this lives ([`note_input`]).
+#[derive(Debug)]
+pub struct InputGuard(u64);
+
+impl Drop for InputGuard {
+    fn drop(&mut self) {
+        INPUTS.lock().unwrap_or_else(|p| p.into_inner()).retain(|(n, _, _)| *n != self.0);
+    }
+}
+
+/// Hold `path` (whose metadata is `meta`) as an input while the guard
+/// lives: [`write_atomic`] refuses to replace it meanwhile, however the
+/// output's path is spelled (`./x/../in`, a symlink, a hard link).
+/// [`Mapped::open`] does this for every file it maps.
+pub fn note_input(path: &Path, meta: &std::fs::Metadata) -> InputGuard {
+    let n = NEXT_INPUT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    INPUTS.lock().unwrap_or_else(|p| p.into_inner()).push((n, FileId::of(path, meta), path.to_path_buf()));
+    InputGuard(n)
+}
+
+/// [`note_input`] for a path, when it exists.
+pub fn note_input_path(path: &Path) -> Option<InputGuard> {
+    std::fs::metadata(path).ok().map(|meta| note_input(path, &meta))
+}
+
+/// Where `path` leads once its missing directories are made: the longest
+/// prefix that exists, canonicalized, then the rest with `..` taken
+/// lexically (a directory that does not exist yet is no symlink), which is
+/// what `create_dir_all` and then `open` do with it.
+fn resolve_for_write(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let comps: Vec<Component> = path.components().collect();
+    for split in (0..=comps.len()).rev() {
+        let head: PathBuf = comps[..split].iter().collect();
+        let head = if head.as_os_str().is_empty() { PathBuf::from(".") } else { head };
+        let Ok(mut out) = std::fs::canonicalize(&head) else { continue };
+        for c in &comps[split..] {
+            match c {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                c => out.push(c.as_os_str()),
+            }
+        }
+        return out;
+    }
+    path.to_path_buf()
+}
+
+/// Refuse an output path that is (or, once its directories are made, will
+/// be) a file this process reads: writing it would destroy the input.
+pub fn check_output(path: &Path) -> Result<()> {
+    let target = resolve_for_write(path);
+    let Ok(meta) = std::fs::metadata(&target) else { return Ok(()) };
+    if meta.is_dir() {
+        return Err(Error::invalid(format!("output {} is a directory", path.display())));
+    }
+    let id = FileId::of(&target, &meta);
+    let inputs = INPUTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, _, input)) = inputs.iter().find(|(_, i, _)| *i == id) {
+        return Err(Error::invalid(format!(
+            "output {} is the input file {}: refusing to overwrite it",
+            path.display(),
+            input.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The temporary name an output is written under before it is renamed:
+/// `.NAME.PID.tmp` beside it.
 pub fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = format!(".{name}.{}.tmp", std::process::id());
     path.with_file_name(tmp)
+}
+
+/// Remove the temporaries of `path` that processes now dead left behind
+/// (killed with SIGKILL, aborted): `.NAME.PID.tmp` whose PID runs no
+/// process. Those of live processes (another weightlab writing the same
+/// output right now) are left alone.
+pub fn sweep_stale_temps(path: &Path) -> usize {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return 0 };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let prefix = format!(".{name}.");
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let f = e.file_name();
+        let f = f.to_string_lossy();
+        let Some(pid) = f.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid != std::process::id() && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+        // SAFETY: signal 0 only checks that the process exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// A temporary output file: removed when dropped (an error, a panic)
+/// unless [`TempFile::commit`] renamed it over its destination; held in
+/// [`crate::signals`]' table meanwhile, so a signal removes it too.
+struct TempFile {
+    path: PathBuf,
+    slot: Option<crate::signals::Slot>,
+}
+
+impl TempFile {
+    fn create(path: PathBuf) -> Result<(TempFile, File)> {
+        let slot = crate::signals::register(&path);
+        let guard = TempFile { path, slot: Some(slot) };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&guard.path)
+            .or_else(|e| {
+                // our own leftover of this PID (an earlier write of the same
+                // output in this process that could not clean up): replace it
+                if e.kind() == std::io::ErrorKind::AlreadyExists { File::create(&guard.path) } else { Err(e) }
+            })
+            .map_err(|e| Error::io(format!("creating {}", guard.path.display()), e))?;
+        Ok((guard, file))
+    }
+
+    fn commit(mut self, to: &Path) -> Result<()> {
+        std::fs::rename(&self.path, to)
+            .map_err(|e| Error::io(format!("renaming {} to {}", self.path.display(), to.display()), e))?;
+        if let Some(s) = self.slot.take() {
+            crate::signals::unregister(s);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(s) = self.slot.take() {
+            let _ = std::fs::remove_file(&self.path);
+            crate::signals::unregister(s);
+        }
+    }
 }
 
 /// Write a file atomically: `f` writes into a buffered temporary file next to
@@ -74,28 +270,27 @@ where
 }
 
 /// Like [`write_atomic`], for writers that fail with the library's error.
+/// The output is refused when it is one of the process's inputs
+/// ([`check_output`]), checked before anything is made and again before
+/// the rename; stale temporaries of the same output are swept first.
 pub fn write_atomic_with<F>(path: &Path, f: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> Result<()>,
 {
+    check_output(path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
+    sweep_stale_temps(path);
     let tmp = temp_path(path);
-    let file = File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    let (guard, file) = TempFile::create(tmp.clone())?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let result = f(&mut w).and_then(|()| {
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, path)
-            .map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), path.display()), e))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    f(&mut w)?;
+    let file = w.into_inner().map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+    drop(file);
+    check_output(path)?;
+    guard.commit(path)
 }
 
 /// Lower-case hex of a byte string.
@@ -171,9 +366,6 @@ mod tests {
 
     #[test]
     fn sha256_known_value() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

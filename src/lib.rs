@@ -14,6 +14,7 @@ pub mod io;
 pub mod metrics;
 pub mod progress;
 pub mod report;
+pub mod signals;
 pub mod tensor;
 
 pub use error::{Error, ErrorKind, Result};

@@ -9,6 +9,35 @@ use std::time::Instant;
 use weightlab::container::{self, Archive, CompressOptions};
 use weightlab::{ErrorKind, codec};
 
+/// `println!` that fails instead of panicking when stdout is closed
+/// (`weightlab info A.wlab | head -1`): the error carries the broken pipe
+/// up to `main`, which exits quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(|e| weightlab::Error::io("writing to stdout", e))?
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*).map_err(|e| weightlab::Error::io("writing to stdout", e))?
+    }};
+}
+
+/// Thread counts beyond this are refused (exit 2) rather than tried.
+const MAX_THREADS: u64 = 1024;
+
+fn threads_arg() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_THREADS)
+}
+
+fn chunk_kib_arg() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::<u64>::new().range(1..=container::format::MAX_CHUNK_SIZE >> 10)
+}
+
 #[derive(Parser)]
 #[command(name = "weightlab", version, about = "A codec lab for neural-network weights")]
 struct Cli {
@@ -29,11 +58,11 @@ enum Cmd {
         /// Codec spec for every tensor (`weightlab codecs` lists them).
         #[arg(long, default_value = container::DEFAULT_CODEC)]
         codec: String,
-        /// Worker threads (0: one per core).
-        #[arg(short = 'j', long, default_value_t = 0)]
+        /// Worker threads (0: one per core; at most 1024).
+        #[arg(short = 'j', long, default_value_t = 0, value_parser = threads_arg())]
         threads: usize,
-        /// Chunk size in KiB.
-        #[arg(long, default_value_t = (container::DEFAULT_CHUNK_SIZE >> 10) as u64)]
+        /// Chunk size in KiB (1 to 262144, i.e. 256 MiB).
+        #[arg(long, default_value_t = (container::DEFAULT_CHUNK_SIZE >> 10) as u64, value_parser = chunk_kib_arg())]
         chunk_kib: u64,
         /// Store tied tensors (identical bytes) separately instead of once.
         #[arg(long)]
@@ -47,7 +76,7 @@ enum Cmd {
         input: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
-        #[arg(short = 'j', long, default_value_t = 0)]
+        #[arg(short = 'j', long, default_value_t = 0, value_parser = threads_arg())]
         threads: usize,
     },
     /// Describe an archive: tensors, dtypes, codecs, sizes, ratio.
@@ -62,7 +91,7 @@ enum Cmd {
         /// The original file: also check the archive was made from it.
         #[arg(long)]
         original: Option<PathBuf>,
-        #[arg(short = 'j', long, default_value_t = 0)]
+        #[arg(short = 'j', long, default_value_t = 0, value_parser = threads_arg())]
         threads: usize,
     },
     /// List the codec stages this build knows.
@@ -165,11 +194,24 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 #[global_allocator]
 static ALLOC: weightlab::experiment::mem::CountingAlloc = weightlab::experiment::mem::CountingAlloc;
 
+/// Is this the reader of our stdout having gone away (`| head`)?
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<weightlab::Error>()
+            .and_then(|w| w.io_error())
+            .or_else(|| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
     weightlab::io::keep_freed_memory();
+    weightlab::signals::install();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // as other command-line tools do: stop, say nothing
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(exit_code(&e))
@@ -187,7 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Compress { input, output, codec, threads, chunk_kib, no_dedup, check } => {
             let opts = CompressOptions {
                 codec,
-                chunk_size: (chunk_kib.max(1) << 10) as usize,
+                chunk_size: usize::try_from(chunk_kib << 10).context("chunk size")?,
                 threads,
                 dedup: !no_dedup,
                 check,
@@ -231,7 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Verify { input, original, threads } => {
             let r = container::verify_file(&input, original.as_deref(), threads, progress)?;
-            println!(
+            outln!(
                 "OK: {} tensors, {} decoded, every chunk and tensor checksum matches; sha256 {}{}",
                 r.tensors,
                 mb(r.bytes),
@@ -244,16 +286,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let name = input.display().to_string();
             let a = weightlab::analysis::analyze_safetensors(&name, map.bytes(), &tensors)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&a)?);
+                outln!("{}", serde_json::to_string_pretty(&a)?);
             } else if tables {
                 let t = a.main_total().context("no tensors")?;
                 let p = weightlab::analysis::tables::aveiro_qwen2_0_5b();
-                print!("{}", weightlab::analysis::tables::aveiro_tables(t, Some(&p)));
+                out!("{}", weightlab::analysis::tables::aveiro_tables(t, Some(&p)));
             } else {
-                print!("{}", weightlab::analysis::tables::render_text(&a, detail || !tensors.is_empty()));
+                out!("{}", weightlab::analysis::tables::render_text(&a, detail || !tensors.is_empty()));
             }
         }
-        Cmd::Run { experiment, fresh, reps, out, verbose } => run_cmd(&experiment, fresh, reps, out, verbose, progress)?,
+        Cmd::Run { experiment, fresh, reps, out, verbose } => {
+            run_cmd(&experiment, fresh, reps, out, verbose, progress)?
+        }
         Cmd::Report { name, reports, experiment, saved } => report_cmd(&name, &reports, experiment, saved)?,
         Cmd::Fetch { names, variants, cache_dir, offline, no_hub, no_mirror, endpoint } => {
             let mut opts = weightlab::datasets::FetchOptions { progress, verbose: !cli.quiet, ..Default::default() };
@@ -269,14 +313,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Datasets => datasets_cmd()?,
         Cmd::Codecs => {
             for d in codec::REGISTRY {
-                println!("{:>4}  {:<10} {}", d.id, d.name, d.summary);
+                outln!("{:>4}  {:<10} {}", d.id, d.name, d.summary);
             }
         }
     }
     Ok(())
 }
 
-fn run_cmd(name: &str, fresh: bool, reps: Option<u32>, out: Option<PathBuf>, verbose: bool, progress: bool) -> anyhow::Result<()> {
+fn run_cmd(
+    name: &str,
+    fresh: bool,
+    reps: Option<u32>,
+    out: Option<PathBuf>,
+    verbose: bool,
+    progress: bool,
+) -> anyhow::Result<()> {
     let opts = weightlab::experiment::RunOptions { fresh, progress, out_dir: out, reps, verbose };
     weightlab::experiment::cli::run(name, &opts)?;
     Ok(())
@@ -305,7 +356,12 @@ fn report_cmd(name: &str, reports: &std::path::Path, experiment: Option<String>,
 }
 
 #[cfg(not(feature = "lab"))]
-fn report_cmd(_name: &str, _reports: &std::path::Path, _experiment: Option<String>, _saved: bool) -> anyhow::Result<()> {
+fn report_cmd(
+    _name: &str,
+    _reports: &std::path::Path,
+    _experiment: Option<String>,
+    _saved: bool,
+) -> anyhow::Result<()> {
     anyhow::bail!("this weightlab was built without the `lab` feature: rebuild with --features lab to render reports")
 }
 
@@ -339,12 +395,13 @@ fn fetch_one(name: &str, variants: &[String], opts: &weightlab::datasets::FetchO
             variants.to_vec()
         };
         let t0 = Instant::now();
-        let weights = m.files.iter().any(|f| matches!(f.format, datasets::FileFormat::Safetensors | datasets::FileFormat::Ct2));
+        let weights =
+            m.files.iter().any(|f| matches!(f.format, datasets::FileFormat::Safetensors | datasets::FileFormat::Ct2));
         if weights {
             let mut all = vec!["original".to_string()];
             all.extend(wanted);
             for r in datasets::resolve(name, &all, opts).with_context(|| format!("dataset {name}"))? {
-                println!(
+                outln!(
                     "{}\t{}\t{}\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
                     r.dataset,
                     r.variant,
@@ -361,7 +418,7 @@ fn fetch_one(name: &str, variants: &[String], opts: &weightlab::datasets::FetchO
                 anyhow::bail!("dataset {name} has no weight file that can be imported; variants cannot be derived");
             }
             for f in datasets::fetch(name, opts).with_context(|| format!("dataset {name}"))? {
-                println!(
+                outln!(
                     "{}\t{}\tfetched ({:?})\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
                     f.dataset,
                     f.file,
@@ -384,21 +441,21 @@ fn fetch_one(name: &str, variants: &[String], opts: &weightlab::datasets::FetchO
 fn datasets_cmd() -> anyhow::Result<()> {
     use weightlab::datasets;
     let root = datasets::cache_dir();
-    println!("cache: {}", root.display());
+    outln!("cache: {}", root.display());
     for name in datasets::list_names() {
         let m = match datasets::load_manifest(&name) {
             Ok(m) => m,
             Err(e) => {
-                println!("{name}: {e}");
+                outln!("{name}: {e}");
                 continue;
             }
         };
         let hub = m.hub.as_ref().map(|h| format!("{}@{}", h.repo, h.revision)).unwrap_or_else(|| "-".into());
-        println!("{:<22} {}  [hub {hub}; license {}]", m.name, m.description, m.license);
+        outln!("{:<22} {}  [hub {hub}; license {}]", m.name, m.description, m.license);
         for f in &m.files {
             let cached = datasets::fetched_path(&root, &m, f).is_file();
             let mirrors: Vec<String> = f.mirrors.iter().map(|x| x.describe()).collect();
-            println!(
+            outln!(
                 "    {:<36} {:?}, {} bytes, sha256 {}, mirrors: {}{}",
                 f.path,
                 f.format,
@@ -409,7 +466,7 @@ fn datasets_cmd() -> anyhow::Result<()> {
             );
         }
         if !m.variants.is_empty() {
-            println!("    variants: original, {}", m.variants.join(", "));
+            outln!("    variants: original, {}", m.variants.join(", "));
         }
     }
     Ok(())
@@ -437,20 +494,24 @@ fn print_info(a: &Archive, archive_len: u64, json: bool) -> anyhow::Result<()> {
             "archive_size": archive_len, "ratio": ratio(archive_len, idx.source.size),
             "lossless": idx.is_lossless(), "chunk_size": idx.chunk_size, "tensors": tensors,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "weightlab archive, format v{} ({}), from {} ({} bytes, sha256 {})",
-        idx.format_version, idx.writer, idx.source.file_name, idx.source.size, idx.source.sha256
+        idx.format_version,
+        idx.writer,
+        idx.source.file_name,
+        idx.source.size,
+        idx.source.sha256
     );
-    println!("{:<48} {:<8} {:<18} {:>12} {:>12} {:>8}  codec", "tensor", "dtype", "shape", "size", "encoded", "ratio");
+    outln!("{:<48} {:<8} {:<18} {:>12} {:>12} {:>8}  codec", "tensor", "dtype", "shape", "size", "encoded", "ratio");
     for t in &idx.tensors {
         let codec = match t.same_as {
             Some(j) => format!("= {}", idx.tensors[j].name),
             None => t.codec.clone(),
         };
-        println!(
+        outln!(
             "{:<48} {:<8} {:<18} {:>12} {:>12} {:>7.2}%  {codec}",
             t.name,
             t.dtype,
@@ -460,7 +521,7 @@ fn print_info(a: &Archive, archive_len: u64, json: bool) -> anyhow::Result<()> {
             100.0 * ratio(t.encoded_len(), t.size)
         );
     }
-    println!(
+    outln!(
         "total: {} tensors, {} -> {} bytes ({:.2} % of the original, {:.3}x), {}",
         idx.tensors.len(),
         idx.source.size,

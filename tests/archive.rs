@@ -120,7 +120,7 @@ fn wrong_magic_newer_version_and_unknown_codec_each_say_so() {
     let mut bad = arch.clone();
     bad[1] = b'X';
     let e = decode(&bad).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert_eq!(e.kind(), ErrorKind::Corruption);
     assert!(e.message().contains("not a weightlab archive"), "{e}");
 
     let mut newer = arch.clone();

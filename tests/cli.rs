@@ -36,13 +36,17 @@ fn compress_info_verify_decompress_gives_the_same_sha256() {
     let input = model(dir.path());
     let arch = dir.path().join("model.wlab");
     let back = dir.path().join("back.safetensors");
-    let o = run(&["compress", s(&input), "-o", s(&arch), "--codec", "planes>zstd:level=3", "-j", "2", "--chunk-kib", "1"]);
+    let o =
+        run(&["compress", s(&input), "-o", s(&arch), "--codec", "planes>zstd:level=3", "-j", "2", "--chunk-kib", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let o = run(&["info", s(&arch)]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("planes>zstd:level=3") && text.contains("lm_head.weight") && text.contains("= embed.weight"), "{text}");
+    assert!(
+        text.contains("planes>zstd:level=3") && text.contains("lm_head.weight") && text.contains("= embed.weight"),
+        "{text}"
+    );
 
     let o = run(&["info", s(&arch), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -88,9 +92,9 @@ fn damaged_archives_fail_with_the_tensor_named_and_leave_no_output() {
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("truncated"));
 
-    // not an archive: exit 2
+    // not an archive: a damaged archive, exit 3 (the README's table)
     let o = run(&["info", s(&input)]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a weightlab archive"));
 
     // a malformed safetensors input: clear error, no output

@@ -25,6 +25,11 @@ pub const TRAILER_LEN: usize = 40;
 /// Indexes larger than this are refused (a corrupt length must not make us
 /// allocate gigabytes).
 pub const MAX_INDEX_LEN: u64 = 1 << 30;
+/// The largest chunk size a writer may choose and a reader accepts (the
+/// index's `chunk_size`, and so every chunk's decoded length): the buffers
+/// of a decode are a few chunks, so a lying index cannot make a reader
+/// allocate more than a few times this.
+pub const MAX_CHUNK_SIZE: u64 = 256 << 20;
 
 /// The fixed header at offset 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +54,7 @@ impl FixedHeader {
             if b.len() < 8 && MAGIC.starts_with(b) {
                 return Err(Error::truncated(format!("archive is only {} bytes long", b.len())));
             }
-            return Err(Error::invalid("not a weightlab archive (wrong magic bytes)"));
+            return Err(Error::corrupt("not a weightlab archive (wrong magic bytes)"));
         }
         if b.len() < HEADER_LEN {
             return Err(Error::truncated(format!("archive is only {} bytes long", b.len())));

@@ -52,9 +52,7 @@ impl<'a> Archive<'a> {
         let trailer = Trailer::parse(bytes)?;
         let body_end = (bytes.len() - TRAILER_LEN) as u64;
         let index_end = trailer.index_offset.checked_add(trailer.index_len);
-        if trailer.index_len > MAX_INDEX_LEN
-            || trailer.index_offset < HEADER_LEN as u64
-            || index_end != Some(body_end)
+        if trailer.index_len > MAX_INDEX_LEN || trailer.index_offset < HEADER_LEN as u64 || index_end != Some(body_end)
         {
             return Err(Error::corrupt(format!(
                 "trailer points at an index of {} bytes at offset {} in a {}-byte archive",
@@ -90,7 +88,7 @@ impl<'a> Archive<'a> {
 
     fn codec_for(&self, t: usize) -> Result<Box<dyn Codec>> {
         let r = &self.index.tensors[t];
-        codec::build_recorded(&r.codec, &r.stage_ids).with_context(|| format!("tensor '{}'", r.name))
+        codec::build_recorded(&r.codec, &r.stage_ids).map_err(as_damage).with_context(|| format!("tensor '{}'", r.name))
     }
 
     fn chunk_info(&self, t: usize, offset: u64) -> ChunkInfo<'_> {
@@ -115,7 +113,7 @@ impl<'a> Archive<'a> {
         if xxh3_64(payload) != e.encoded_xxh3() {
             return Err(Error::corrupt(format!("{}: checksum mismatch, the archive is damaged", where_())));
         }
-        codec.decode(&self.chunk_info(t, offset), payload, out).with_context(where_)?;
+        codec.decode(&self.chunk_info(t, offset), payload, out).map_err(as_damage).with_context(where_)?;
         if xxh3_64(out) != e.decoded_xxh3() {
             return Err(Error::corrupt(format!("{}: decoded bytes do not match their checksum", where_())));
         }
@@ -134,7 +132,7 @@ impl<'a> Archive<'a> {
         let src = self.storage_of(t);
         let codec = self.codec_for(src)?;
         let rs = &self.index.tensors[src];
-        let mut out = vec![0u8; r.size as usize];
+        let mut out = zeroed(r.size, || format!("allocating {} bytes for tensor '{}'", r.size, r.name))?;
         let mut slices = Vec::with_capacity(rs.chunks.len());
         let mut rest = out.as_mut_slice();
         let mut offset = 0u64;
@@ -144,9 +142,7 @@ impl<'a> Archive<'a> {
             offset += e.decoded_len();
             rest = b;
         }
-        slices
-            .into_par_iter()
-            .try_for_each(|(c, off, buf)| self.decode_chunk(codec.as_ref(), src, c, off, buf))?;
+        slices.into_par_iter().try_for_each(|(c, off, buf)| self.decode_chunk(codec.as_ref(), src, c, off, buf))?;
         if hex(&Sha256::digest(&out)) != r.sha256 {
             return Err(Error::hash_mismatch(format!("tensor '{}': sha256 does not match", r.name)));
         }
@@ -180,7 +176,12 @@ impl<'a> Archive<'a> {
     fn stream_to(&self, mut output: Output<'_>, opts: &DecodeOptions) -> Result<StreamReport> {
         let bar = crate::progress::bytes_bar(self.index.source.size, "decompress", opts.progress);
         let header = self.header_bytes()?;
-        let mut w = StreamWriter { file_hash: opts.check_file_hash.then(Sha256::new), tensor_hash: None, written: 0, bar: &bar };
+        let mut w = StreamWriter {
+            file_hash: opts.check_file_hash.then(Sha256::new),
+            tensor_hash: None,
+            written: 0,
+            bar: &bar,
+        };
         output.write_at(header, 0)?;
         w.account(header);
         let codecs: Vec<Option<Box<dyn Codec>>> = (0..self.index.tensors.len())
@@ -262,7 +263,13 @@ impl<'a> Archive<'a> {
 
     /// Account for a decoded chunk (chunks come in file order): hash it, and
     /// check each tensor's sha256 at its last chunk when asked to.
-    fn account_chunk(&self, w: &mut StreamWriter<'_>, opts: &DecodeOptions, &(t, c, _): &ChunkJob, d: &[u8]) -> Result<()> {
+    fn account_chunk(
+        &self,
+        w: &mut StreamWriter<'_>,
+        opts: &DecodeOptions,
+        &(t, c, _): &ChunkJob,
+        d: &[u8],
+    ) -> Result<()> {
         if c == 0 && opts.check_tensor_hashes {
             w.tensor_hash = Some(Sha256::new());
         }
@@ -279,6 +286,13 @@ impl<'a> Archive<'a> {
         }
         Ok(())
     }
+}
+
+/// What the archive records is ours: a spec or a stream a codec finds
+/// invalid means the archive is damaged (exit 3), not that the user gave
+/// bad input (exit 2).
+fn as_damage(e: Error) -> Error {
+    if e.kind() == crate::ErrorKind::InvalidInput { Error::corrupt(e.message().to_string()) } else { e }
 }
 
 /// Where [`Archive::stream_to`] puts the decoded file.
@@ -353,13 +367,31 @@ impl StreamWriter<'_> {
     }
 }
 
-/// Structural checks of an index against the archive it came from.
+/// Structural checks of an index against the archive it came from
+/// (`data_end`: where the index starts). What they guarantee to every
+/// reader, so that no length in a lying index is trusted further:
+/// - sizes add up without wrapping: tensors lie back to back from offset 0
+///   and, with the stored header, make exactly the source size;
+/// - every chunk decodes to whole elements, at most the archive's chunk size
+///   (itself at most [`MAX_CHUNK_SIZE`]), and a stored tensor's chunks to
+///   exactly its size;
+/// - payloads lie back to back in index order from the end of the fixed
+///   header to the stored safetensors header, which ends where the index
+///   starts: no payload overlaps another or the headers, so the decoded
+///   output cannot be a multiple of the archive through shared payloads.
 fn validate(index: &Index, data_end: u64) -> Result<Vec<DType>> {
     let h = &index.header;
-    if h.offset < HEADER_LEN as u64 || h.offset.checked_add(h.len).is_none_or(|e| e > data_end) {
-        return Err(Error::corrupt("index: the stored safetensors header lies outside the archive"));
+    if h.offset < HEADER_LEN as u64 || h.offset.checked_add(h.len) != Some(data_end) {
+        return Err(Error::corrupt(format!(
+            "index: the stored safetensors header ({} bytes at {}) does not end where the index starts ({data_end})",
+            h.len, h.offset
+        )));
+    }
+    if index.chunk_size == 0 || index.chunk_size > MAX_CHUNK_SIZE {
+        return Err(Error::corrupt(format!("index: chunk size {} is outside 1..={MAX_CHUNK_SIZE}", index.chunk_size)));
     }
     let mut expect_offset = 0u64;
+    let mut expect_payload = HEADER_LEN as u64;
     let mut dtypes = Vec::with_capacity(index.tensors.len());
     for (i, t) in index.tensors.iter().enumerate() {
         let bad = |m: String| Error::corrupt(format!("index: tensor '{}': {m}", t.name));
@@ -373,21 +405,45 @@ fn validate(index: &Index, data_end: u64) -> Result<Vec<DType>> {
         if t.data_offset != expect_offset {
             return Err(bad(format!("data offset {} where {expect_offset} was expected", t.data_offset)));
         }
-        expect_offset += t.size;
+        expect_offset = expect_offset
+            .checked_add(t.size)
+            .ok_or_else(|| bad(format!("size {} makes the data section overflow", t.size)))?;
         match t.same_as {
             Some(j) => {
-                if j >= i || index.tensors[j].size != t.size || !t.chunks.is_empty() || index.tensors[j].same_as.is_some() {
+                if j >= i
+                    || index.tensors[j].size != t.size
+                    || !t.chunks.is_empty()
+                    || index.tensors[j].same_as.is_some()
+                {
                     return Err(bad(format!("bad duplicate reference to tensor #{j}")));
                 }
             }
             None => {
+                let unit = dtype.split_unit() as u64;
+                let limit = index.chunk_size.max(unit);
                 let mut total = 0u64;
                 for (c, e) in t.chunks.iter().enumerate() {
-                    let end = e.offset().checked_add(e.encoded_len());
-                    if e.offset() < HEADER_LEN as u64 || end.is_none_or(|x| x > data_end) {
-                        return Err(bad(format!("chunk {c} lies outside the archive's data")));
+                    if e.offset() != expect_payload {
+                        return Err(bad(format!(
+                            "chunk {c} is stored at byte {} where the payloads, back to back, put it at {expect_payload}",
+                            e.offset()
+                        )));
                     }
-                    total = total.saturating_add(e.decoded_len());
+                    expect_payload = e
+                        .offset()
+                        .checked_add(e.encoded_len())
+                        .filter(|&x| x <= h.offset)
+                        .ok_or_else(|| bad(format!("chunk {c} runs into the stored header")))?;
+                    let d = e.decoded_len();
+                    if d == 0 || d > limit || d % unit != 0 {
+                        return Err(bad(format!(
+                            "chunk {c} decodes to {d} bytes: not 1..={limit} bytes of whole {unit}-byte elements"
+                        )));
+                    }
+                    total = total
+                        .checked_add(d)
+                        .filter(|&x| x <= t.size)
+                        .ok_or_else(|| bad(format!("chunks decode to more than the tensor's {} bytes", t.size)))?;
                 }
                 if total != t.size {
                     return Err(bad(format!("chunks decode to {total} bytes, tensor has {}", t.size)));
@@ -395,6 +451,12 @@ fn validate(index: &Index, data_end: u64) -> Result<Vec<DType>> {
             }
         }
         dtypes.push(dtype);
+    }
+    if expect_payload != h.offset {
+        return Err(Error::corrupt(format!(
+            "index: the chunk payloads end at byte {expect_payload} but the stored header starts at {}",
+            h.offset
+        )));
     }
     if h.len.checked_add(expect_offset) != Some(index.source.size) {
         return Err(Error::corrupt(format!(
@@ -405,11 +467,23 @@ fn validate(index: &Index, data_end: u64) -> Result<Vec<DType>> {
     Ok(dtypes)
 }
 
+/// A zeroed buffer of `len` bytes, or an error when the memory cannot be
+/// had (a size from an index must not abort the process).
+fn zeroed(len: u64, what: impl FnOnce() -> String) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    usize::try_from(len)
+        .ok()
+        .and_then(|n| v.try_reserve_exact(n).ok().map(|()| n))
+        .map(|n| {
+            v.resize(n, 0);
+            v
+        })
+        .ok_or_else(|| Error::io(what(), std::io::Error::from(std::io::ErrorKind::OutOfMemory)))
+}
+
 /// Decompress an archive to a safetensors file, written atomically.
 pub fn decompress_file(input: &Path, output: &Path, threads: usize, progress: bool) -> Result<StreamReport> {
-    if super::write::same_file(input, output) {
-        return Err(Error::invalid(format!("output {} is the input file", output.display())));
-    }
+    // The map holds the input: the write refuses an output that is it.
     let map = crate::io::Mapped::open(input)?;
     let archive = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
     // Every chunk's xxh3, of its stored and of its decoded bytes, is checked

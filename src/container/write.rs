@@ -132,6 +132,12 @@ fn encode_job(codec: &dyn Codec, job: &Job, check: bool) -> Result<Done> {
 /// Compress safetensors bytes (usually a memory map) into `out`.
 /// Returns the index that was written.
 pub fn compress<W: Write + Send>(file: &[u8], file_name: &str, out: W, opts: &CompressOptions) -> Result<Index> {
+    if opts.chunk_size == 0 || opts.chunk_size as u64 > MAX_CHUNK_SIZE {
+        return Err(Error::invalid(format!(
+            "chunk size {} bytes is outside 1..={MAX_CHUNK_SIZE} (256 MiB)",
+            opts.chunk_size
+        )));
+    }
     let st = SafeTensors::parse(file)?;
     let views: Vec<TensorView> = st.views().collect();
     let bar = crate::progress::bytes_bar(file.len() as u64, "compress", opts.progress);
@@ -212,8 +218,7 @@ pub fn compress<W: Write + Send>(file: &[u8], file_name: &str, out: W, opts: &Co
         .collect();
 
     // Lossy tensors: the hash of what decoding gives, built in chunk order.
-    let mut lossy_hashers: Vec<Option<Sha256>> =
-        records.iter().map(|r| (!r.lossless).then(Sha256::new)).collect();
+    let mut lossy_hashers: Vec<Option<Sha256>> = records.iter().map(|r| (!r.lossless).then(Sha256::new)).collect();
     // When anything is lossy, the hash of the file decompress will write,
     // built in file order: header, then every tensor's decoded bytes.
     let mut out_hasher = records.iter().any(|r| !r.lossless).then(|| Sha256::new_with_prefix(st.header_bytes));
@@ -290,9 +295,7 @@ fn hash_lossless_upto(h: &mut Sha256, views: &[TensorView], done: &mut usize, up
 
 /// Compress a safetensors file into an archive, written atomically.
 pub fn compress_file(input: &Path, output: &Path, opts: &CompressOptions) -> Result<Index> {
-    if same_file(input, output) {
-        return Err(Error::invalid(format!("output {} is the input file", output.display())));
-    }
+    // The map holds the input: the write refuses an output that is it.
     let map = crate::io::Mapped::open(input)?;
     let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut index = None;
@@ -304,13 +307,6 @@ pub fn compress_file(input: &Path, output: &Path, opts: &CompressOptions) -> Res
     })?
     .with_context(|| format!("compressing {}", input.display()))?;
     Ok(index.expect("set on success"))
-}
-
-pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if self.b.len() - self.pos < n {
-            return Err(Error::truncated(format!(
+            return Err(Error::invalid(format!(
                 "ctranslate2 model: {what} needs {n} bytes at offset {} but only {} remain",
                 self.pos,
                 self.b.len() - self.pos

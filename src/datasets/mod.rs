@@ -212,27 +212,31 @@ fn file_len(p: &Path) -> Option<u64> {
 }
 
 /// Is `path` a cached copy of `f`? Checks size and sha256; deletes a file that
-/// does not match. Returns its hash when it does.
+/// does not match, saying so on stderr (it is then fetched again). Returns
+/// its hash when it does.
 fn cached(path: &Path, f: &FileEntry) -> Result<Option<String>> {
     let Some(len) = file_len(path) else { return Ok(None) };
-    if f.size.is_some_and(|s| s != len) {
-        let _ = std::fs::remove_file(path);
-        return Ok(None);
+    let discard = |why: String| {
+        let removed = std::fs::remove_file(path).is_ok();
+        eprintln!(
+            "warning: the cached {} {why}; {}",
+            path.display(),
+            if removed { "removed it, it will be fetched again" } else { "it could not be removed" }
+        );
+        Ok(None)
+    };
+    if let Some(s) = f.size.filter(|&s| s != len) {
+        return discard(format!("is {len} bytes where the manifest says {s}"));
     }
     let got = crate::io::sha256_file(path)?;
     match &f.sha256 {
-        Some(want) if *want != got => {
-            let _ = std::fs::remove_file(path);
-            Ok(None)
-        }
+        Some(want) if *want != got => discard(format!("has sha256 {got} where the manifest says {want}")),
         // Hub-only files without a pinned hash were checked against the hub's
         // sha256 when they arrived; the sidecar keeps that hash.
         None => match read_sidecar(path) {
             Some((h, _)) if h == got => Ok(Some(got)),
-            _ => {
-                let _ = std::fs::remove_file(path);
-                Ok(None)
-            }
+            Some((h, _)) => discard(format!("has sha256 {got} where the hub's was {h}")),
+            None => discard("has no record of the hub's sha256".to_string()),
         },
         _ => Ok(Some(got)),
     }

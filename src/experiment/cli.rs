@@ -14,7 +14,9 @@ pub fn run(name: &str, opts: &RunOptions) -> Result<()> {
     let exp = Experiment::load(name)?;
     let report = run_experiment(&exp, opts)?;
     if opts.progress {
-        print!("{}", summary(&report.rows));
+        // a closed stdout (`| head`) is an error the CLI exits quietly on, not a panic
+        std::io::Write::write_all(&mut std::io::stdout().lock(), summary(&report.rows).as_bytes())
+            .map_err(|e| crate::Error::io("writing to stdout", e))?;
         eprintln!(
             "{}: {} cells ({} measured, {} from the resume file) -> {}",
             exp.name,

@@ -66,10 +66,7 @@ impl<'a> SafeTensors<'a> {
     /// Parse and validate a whole file held in memory.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         if bytes.len() < 8 {
-            return Err(Error::truncated(format!(
-                "malformed safetensors: file is {} bytes, shorter than the 8-byte header length",
-                bytes.len()
-            )));
+            return Err(bad(format!("file is {} bytes, shorter than the 8-byte header length", bytes.len())));
         }
         let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
         if n > MAX_HEADER_LEN {
@@ -77,8 +74,8 @@ impl<'a> SafeTensors<'a> {
         }
         let avail = bytes.len() as u64 - 8;
         if n > avail {
-            return Err(Error::truncated(format!(
-                "malformed safetensors: header length {n} runs past the end of the file ({avail} bytes after the length)"
+            return Err(bad(format!(
+                "header length {n} runs past the end of the file ({avail} bytes after the length): truncated?"
             )));
         }
         let header_end = 8 + n as usize;
@@ -114,24 +111,19 @@ type Header = (Vec<TensorInfo>, Option<BTreeMap<String, String>>);
 
 /// Parse the JSON header and check it against a data section of `data_len` bytes.
 pub fn parse_header(json: &[u8], data_len: u64) -> Result<Header> {
-    let text = std::str::from_utf8(json)
-        .map_err(|e| bad(format!("header is not UTF-8 (at byte {})", e.valid_up_to() + 8)))?;
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        bad(format!("header JSON does not parse: {e} (line {}, column {})", e.line(), e.column()))
-    })?;
+    let text =
+        std::str::from_utf8(json).map_err(|e| bad(format!("header is not UTF-8 (at byte {})", e.valid_up_to() + 8)))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| bad(format!("header JSON does not parse: {e} (line {}, column {})", e.line(), e.column())))?;
     let obj = value.as_object().ok_or_else(|| bad("header is not a JSON object"))?;
     let mut metadata = None;
     let mut tensors = Vec::with_capacity(obj.len());
     for (name, entry) in obj {
         if name == "__metadata__" {
-            let m = entry
-                .as_object()
-                .ok_or_else(|| bad("__metadata__ is not an object of strings"))?;
+            let m = entry.as_object().ok_or_else(|| bad("__metadata__ is not an object of strings"))?;
             let mut map = BTreeMap::new();
             for (k, v) in m {
-                let v = v
-                    .as_str()
-                    .ok_or_else(|| bad(format!("__metadata__ value for '{k}' is not a string")))?;
+                let v = v.as_str().ok_or_else(|| bad(format!("__metadata__ value for '{k}' is not a string")))?;
                 map.insert(k.clone(), v.to_string());
             }
             metadata = Some(map);
@@ -156,8 +148,8 @@ pub fn parse_header(json: &[u8], data_len: u64) -> Result<Header> {
             )));
         }
         if t.end > data_len {
-            return Err(Error::truncated(format!(
-                "malformed safetensors: tensor '{}' ends at byte {} of the data section, which has only {data_len} bytes",
+            return Err(bad(format!(
+                "tensor '{}' ends at byte {} of the data section, which has only {data_len} bytes: truncated?",
                 t.name, t.end
             )));
         }
@@ -175,10 +167,7 @@ pub fn parse_header(json: &[u8], data_len: u64) -> Result<Header> {
 fn parse_entry(name: &str, entry: &serde_json::Value) -> Result<TensorInfo> {
     let ctx = |m: &str| bad(format!("tensor '{name}': {m}"));
     let o = entry.as_object().ok_or_else(|| ctx("entry is not an object"))?;
-    let dtype_s = o
-        .get("dtype")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| ctx("missing or non-string 'dtype'"))?;
+    let dtype_s = o.get("dtype").and_then(|v| v.as_str()).ok_or_else(|| ctx("missing or non-string 'dtype'"))?;
     let dtype = DType::from_name(dtype_s).map_err(|_| {
         Error::unsupported(format!("malformed safetensors: tensor '{name}': unknown dtype '{dtype_s}'"))
     })?;
@@ -189,17 +178,13 @@ fn parse_entry(name: &str, entry: &serde_json::Value) -> Result<TensorInfo> {
         .iter()
         .map(|d| d.as_u64().ok_or_else(|| ctx(&format!("shape entry {d} is not a non-negative integer"))))
         .collect::<Result<Vec<u64>>>()?;
-    let offs = o
-        .get("data_offsets")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| ctx("missing or non-array 'data_offsets'"))?;
+    let offs =
+        o.get("data_offsets").and_then(|v| v.as_array()).ok_or_else(|| ctx("missing or non-array 'data_offsets'"))?;
     if offs.len() != 2 {
         return Err(ctx(&format!("'data_offsets' has {} entries, expected 2", offs.len())));
     }
     let off = |i: usize| {
-        offs[i]
-            .as_u64()
-            .ok_or_else(|| ctx(&format!("data offset {} is not a non-negative integer", offs[i])))
+        offs[i].as_u64().ok_or_else(|| ctx(&format!("data offset {} is not a non-negative integer", offs[i])))
     };
     let (start, end) = (off(0)?, off(1)?);
     if end < start {
@@ -338,13 +323,13 @@ mod tests {
     fn rejects_malformed_headers_with_clear_errors() {
         use crate::error::ErrorKind::*;
         let e = err_of(&[1, 2, 3]);
-        assert_eq!(e.kind(), Truncated);
+        assert_eq!(e.kind(), InvalidInput, "a malformed input file is invalid input (exit 2), not a damaged archive");
         let mut huge = (MAX_HEADER_LEN + 1).to_le_bytes().to_vec();
         huge.extend_from_slice(b"{}");
         assert!(err_of(&huge).message().contains("limit"));
         let mut past = 100u64.to_le_bytes().to_vec();
         past.extend_from_slice(b"{}");
-        assert_eq!(err_of(&past).kind(), Truncated);
+        assert_eq!(err_of(&past).kind(), InvalidInput);
         let e = err_of(&file("{not json", &[]));
         assert!(e.message().contains("does not parse"), "{e}");
         let e = err_of(&file(r#"{"a":{"dtype":"F12","shape":[1],"data_offsets":[0,1]}}"#, &[0]));
@@ -361,7 +346,7 @@ mod tests {
         ));
         assert!(e.message().contains("hole"), "{e}");
         let e = err_of(&file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 4]));
-        assert_eq!(e.kind(), Truncated);
+        assert_eq!(e.kind(), InvalidInput, "a malformed input file is invalid input (exit 2), not a damaged archive");
         let e = err_of(&file(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8]));
         assert!(e.message().contains("needs 12 bytes"), "{e}");
         let e = err_of(&file(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, &[0; 6]));

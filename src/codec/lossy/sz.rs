@@ -19,6 +19,8 @@
 //! archive records that absolute bound. Used on a chunk directly, the range is
 //! the chunk's: a chunk's range is at most the tensor's, so that bound is at
 //! least as strict as E × the tensor's range.
+//! A tensor or chunk whose value range overflows f64 (values near ±f64::MAX,
+//! range inf) has no meaningful relative bound: it is stored exactly.
 //!
 //! Predictors, chosen per chunk by a cheap estimate on a sample (mean of
 //! log2(1 + |x - p| / 2E) on the original values), the choice recorded in
@@ -210,7 +212,10 @@ impl Sz {
     fn e_abs(&self, x: &[f64]) -> f64 {
         match self.bound {
             ErrorBound::Abs(e) => e,
-            ErrorBound::ValueRangeRel(e) => e * value_range(x.iter().copied()),
+            // A range that overflows f64 (values near ±f64::MAX) has no
+            // meaningful relative bound: such a chunk is stored exactly
+            // (bound 0: every element is predicted exactly or kept as it is).
+            ErrorBound::ValueRangeRel(e) => Some(e * value_range(x.iter().copied())).filter(|b| b.is_finite()).unwrap_or(0.0),
             ErrorBound::PointwiseRel(_) => unreachable!("sz is built with abs or rel"),
         }
     }
