@@ -10,6 +10,8 @@ pub mod container;
 pub mod datasets;
 pub mod error;
 pub mod experiment;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod metrics;
 pub mod progress;
