@@ -10,6 +10,8 @@ pub mod container;
 pub mod datasets;
 pub mod error;
 pub mod experiment;
+#[cfg(feature = "fidelity")]
+pub mod fidelity;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io;

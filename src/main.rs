@@ -174,6 +174,10 @@ enum Cmd {
         #[arg(long)]
         saved: bool,
     },
+    /// Run a model with its original and its decoded weights on fixed texts and print what
+    /// the codec did to its outputs (embedding cosine, perplexity …; feature `fidelity`).
+    #[cfg(feature = "fidelity")]
+    Eval(weightlab::fidelity::cli::EvalArgs),
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
@@ -299,6 +303,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_cmd(&experiment, fresh, reps, out, verbose, progress)?
         }
         Cmd::Report { name, reports, experiment, saved } => report_cmd(&name, &reports, experiment, saved)?,
+        #[cfg(feature = "fidelity")]
+        Cmd::Eval(args) => weightlab::fidelity::cli::run(&args, !cli.quiet)?,
         Cmd::Fetch { names, variants, cache_dir, offline, no_hub, no_mirror, endpoint } => {
             let mut opts = weightlab::datasets::FetchOptions { progress, verbose: !cli.quiet, ..Default::default() };
             opts.cache_dir = cache_dir;

@@ -114,6 +114,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("smollm2-135m", include_str!("../../datasets/smollm2-135m.toml")),
     ("qwen2-0.5b", include_str!("../../datasets/qwen2-0.5b.toml")),
     ("llama-3.1-8b-shard1", include_str!("../../datasets/llama-3.1-8b-shard1.toml")),
+    ("texts-shakespeare", include_str!("../../datasets/texts-shakespeare.toml")),
 ];
 
 fn is_sha256(s: &str) -> bool {

@@ -401,6 +401,14 @@ fn generated_ok(path: &Path, source_sha: &str, pinned: Option<&str>) -> Result<O
     Ok((got == sha).then_some(got))
 }
 
+/// The sha256 of a file generated from a source (an import made outside this
+/// module, e.g. the fidelity evaluator's GGUF import) when its sidecar says it
+/// was made from `source_sha` and the file still has that hash; `None` when
+/// it must be made again.
+pub fn generated_sha(path: &Path, source_sha: &str) -> Result<Option<String>> {
+    generated_ok(path, source_sha, None)
+}
+
 /// Fetch a dataset and produce the safetensors files of the requested variants
 /// ("original", "bf16", "f16", "fp8-e4m3"; empty: "original"), importing and
 /// deriving as needed. One result per weight file and variant.

