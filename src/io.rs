@@ -70,6 +70,34 @@ impl Mapped {
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
+
+    /// All of standard input, spooled to an unlinked file in the temporary
+    /// directory (`$TMPDIR`) and mapped: an archive's index is at its end
+    /// and a safetensors file's tensors are read in any order, so neither
+    /// can be coded as it streams by. Memory stays bounded (the spool is
+    /// page cache the kernel can write out); disk use is the input's size.
+    /// The file has no name from the moment it is made, so nothing is left
+    /// behind whatever stops the process.
+    pub fn stdin() -> Result<Mapped> {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!(".weightlab-stdin.{}.tmp", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating a spool file in {}", dir.display()), e))?;
+        let _ = std::fs::remove_file(&path);
+        std::io::copy(&mut std::io::stdin().lock(), &mut file).map_err(|e| Error::io("reading standard input", e))?;
+        let meta = file.metadata().map_err(|e| Error::io("reading the spool file", e))?;
+        let input = note_input(Path::new("-"), &meta);
+        if meta.len() == 0 {
+            return Ok(Mapped { map: None, _input: input });
+        }
+        // SAFETY: read-only map of a file no other process can name.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping standard input", e))?;
+        Ok(Mapped { map: Some(map), _input: input })
+    }
 }
 
 /// The identity of a file: (device, inode) on Unix, the canonical path elsewhere.
@@ -126,7 +154,7 @@ pub fn note_input_path(path: &Path) -> Option<InputGuard> {
 /// prefix that exists, canonicalized, then the rest with `..` taken
 /// lexically (a directory that does not exist yet is no symlink), which is
 /// what `create_dir_all` and then `open` do with it.
-fn resolve_for_write(path: &Path) -> PathBuf {
+pub fn resolve_for_write(path: &Path) -> PathBuf {
     use std::path::Component;
     let comps: Vec<Component> = path.components().collect();
     for split in (0..=comps.len()).rev() {
@@ -250,6 +278,20 @@ impl TempFile {
     }
 }
 
+impl TempFile {
+    /// Put the file at `to` only if nothing is there: a hard link, which
+    /// fails on an existing name, then the temporary name removed.
+    /// Filesystems without hard links get an exists check and a rename.
+    fn commit_new(self, to: &Path) -> Result<()> {
+        match std::fs::hard_link(&self.path, to) {
+            Ok(()) => Ok(()), // the drop removes the temporary name
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists_error(to)),
+            Err(_) if std::fs::symlink_metadata(to).is_ok() => Err(exists_error(to)),
+            Err(_) => self.commit(to),
+        }
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if let Some(s) = self.slot.take() {
@@ -269,6 +311,28 @@ where
     write_atomic_with(path, |w| f(w).map_err(|e| Error::io(format!("writing {}", path.display()), e)))
 }
 
+/// How [`write_atomic_opts`] finishes an output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// `fsync` the file before it is renamed into place. Without it a crash
+    /// of the machine (not of the process) may leave the renamed file
+    /// empty or short; the rename itself is still atomic for every reader.
+    /// zstd and gzip do not sync; weightlab's CLI syncs with `--sync`, and
+    /// always before `--rm` deletes an input.
+    pub sync: bool,
+    /// Replace an existing output. Without it an output that exists (or
+    /// appears while the file is written) is refused, and the rename is a
+    /// link that cannot replace one.
+    pub overwrite: bool,
+}
+
+impl Default for WriteOptions {
+    /// What the library's `write_atomic` has always done: sync, replace.
+    fn default() -> Self {
+        WriteOptions { sync: true, overwrite: true }
+    }
+}
+
 /// Like [`write_atomic`], for writers that fail with the library's error.
 /// The output is refused when it is one of the process's inputs
 /// ([`check_output`]), checked before anything is made and again before
@@ -277,7 +341,23 @@ pub fn write_atomic_with<F>(path: &Path, f: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> Result<()>,
 {
+    write_atomic_opts(path, &WriteOptions::default(), f)
+}
+
+/// The refusal of an output that exists, as the CLI words it.
+pub fn exists_error(path: &Path) -> Error {
+    Error::invalid(format!("{} already exists (-f to overwrite it)", path.display()))
+}
+
+/// [`write_atomic_with`] with the sync and the overwrite chosen.
+pub fn write_atomic_opts<F>(path: &Path, opts: &WriteOptions, f: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> Result<()>,
+{
     check_output(path)?;
+    if !opts.overwrite && std::fs::symlink_metadata(path).is_ok() {
+        return Err(exists_error(path));
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     }
@@ -287,10 +367,12 @@ where
     let mut w = BufWriter::with_capacity(1 << 20, file);
     f(&mut w)?;
     let file = w.into_inner().map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+    if opts.sync {
+        file.sync_all().map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+    }
     drop(file);
     check_output(path)?;
-    guard.commit(path)
+    if opts.overwrite { guard.commit(path) } else { guard.commit_new(path) }
 }
 
 /// Lower-case hex of a byte string.

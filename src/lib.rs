@@ -18,6 +18,7 @@ pub mod io;
 pub mod metrics;
 pub mod progress;
 pub mod report;
+pub mod repo;
 pub mod signals;
 pub mod tensor;
 

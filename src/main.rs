@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use weightlab::container::{self, Archive, CompressOptions};
@@ -48,13 +48,42 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Where outputs go, zstd's way.
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// Output file (a directory for a directory input; one input only); `-` is stdout.
+    /// Default: beside each input, FILE.wlab (compress) or FILE without .wlab (decompress).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Write to stdout (as `-o -`).
+    #[arg(short = 'c', long)]
+    stdout: bool,
+    /// Overwrite outputs that exist (else they are refused, exit 2).
+    #[arg(short, long)]
+    force: bool,
+    /// Remove each input file once its output is written, synced and checked
+    /// (compress: `verify` of the archive against the input; decompress: the
+    /// output's sha256 against the archive's).
+    #[arg(long, conflicts_with = "keep")]
+    rm: bool,
+    /// Keep the inputs (the default).
+    #[arg(short, long)]
+    keep: bool,
+    /// Sync every output to disk before it is renamed into place (always done with --rm).
+    #[arg(long)]
+    sync: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Compress a safetensors file into a weightlab archive.
+    /// Compress safetensors files (FILE -> FILE.wlab beside it) or model
+    /// directories (DIR -> DIR.wlab/, every *.safetensors compressed, every
+    /// other file copied, with a manifest). `-` reads stdin.
     Compress {
-        input: PathBuf,
-        #[arg(short, long)]
-        output: PathBuf,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        out: OutputArgs,
         /// Codec spec for every tensor (`weightlab codecs` lists them).
         #[arg(long, default_value = container::DEFAULT_CODEC)]
         codec: String,
@@ -71,21 +100,24 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
-    /// Decompress an archive back to the original safetensors file.
+    /// Decompress archives (FILE.wlab -> FILE) or compressed directories
+    /// (DIR.wlab/ -> DIR/), byte for byte. `-` reads stdin.
     Decompress {
-        input: PathBuf,
-        #[arg(short, long)]
-        output: PathBuf,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        out: OutputArgs,
         #[arg(short = 'j', long, default_value_t = 0, value_parser = threads_arg())]
         threads: usize,
     },
-    /// Describe an archive: tensors, dtypes, codecs, sizes, ratio.
+    /// Describe an archive (tensors, dtypes, codecs, sizes, ratio) or a compressed directory.
     Info {
         input: PathBuf,
         #[arg(long)]
         json: bool,
     },
-    /// Decode everything and check every checksum.
+    /// Decode everything and check every checksum (of an archive, or of every file of a
+    /// compressed directory against its manifest).
     Verify {
         input: PathBuf,
         /// The original file: also check the archive was made from it.
@@ -230,7 +262,7 @@ fn mb(bytes: u64) -> String {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = !cli.quiet;
     match cli.cmd {
-        Cmd::Compress { input, output, codec, threads, chunk_kib, no_dedup, check } => {
+        Cmd::Compress { inputs, out, codec, threads, chunk_kib, no_dedup, check } => {
             let opts = CompressOptions {
                 codec,
                 chunk_size: usize::try_from(chunk_kib << 10).context("chunk size")?,
@@ -239,41 +271,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 check,
                 progress,
             };
-            let t0 = Instant::now();
-            let index = container::compress_file(&input, &output, &opts)?;
-            let secs = t0.elapsed().as_secs_f64();
-            if !cli.quiet {
-                let out_len = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
-                let size = index.source.size;
-                eprintln!(
-                    "{}: {} -> {} ({:.2} % of the original, {:.3}x) in {secs:.2} s, {:.0} MB/s",
-                    input.display(),
-                    mb(size),
-                    mb(out_len),
-                    100.0 * out_len as f64 / size.max(1) as f64,
-                    size as f64 / out_len.max(1) as f64,
-                    size as f64 / 1e6 / secs.max(1e-9)
-                );
+            for (input, target) in plan(&inputs, &out, Job::Compress)? {
+                compress_one(&input, &target, &opts, &out, cli.quiet)?;
             }
         }
-        Cmd::Decompress { input, output, threads } => {
-            let t0 = Instant::now();
-            let r = container::decompress_file(&input, &output, threads, progress)?;
-            let secs = t0.elapsed().as_secs_f64();
-            if !cli.quiet {
-                eprintln!(
-                    "{} -> {}: {} in {secs:.2} s, {:.0} MB/s, every chunk checked (xxh3); `verify` recomputes the sha256s",
-                    input.display(),
-                    output.display(),
-                    mb(r.bytes),
-                    r.bytes as f64 / 1e6 / secs.max(1e-9),
-                );
+        Cmd::Decompress { inputs, out, threads } => {
+            for (input, target) in plan(&inputs, &out, Job::Decompress)? {
+                decompress_one(&input, &target, threads, progress, &out, cli.quiet)?;
             }
         }
         Cmd::Info { input, json } => {
-            let map = weightlab::io::Mapped::open(&input)?;
-            let a = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
-            print_info(&a, map.bytes().len() as u64, json)?;
+            if input.is_dir() {
+                print_dir_info(&input, json)?;
+            } else {
+                let map = weightlab::io::Mapped::open(&input)?;
+                let a = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
+                print_info(&a, map.bytes().len() as u64, json)?;
+            }
+        }
+        Cmd::Verify { input, original, threads } if input.is_dir() => {
+            if original.is_some() {
+                Err(weightlab::Error::invalid("--original takes a file; a directory is checked against its manifest"))?;
+            }
+            let r = weightlab::repo::verify_dir(&input, threads, progress)?;
+            outln!(
+                "OK: {} files ({} archives), {} of originals, every archive decodes to its file's sha256 and every copy matches the manifest",
+                r.files,
+                r.archives,
+                mb(r.bytes)
+            );
         }
         Cmd::Verify { input, original, threads } => {
             let r = container::verify_file(&input, original.as_deref(), threads, progress)?;
@@ -475,6 +501,275 @@ fn datasets_cmd() -> anyhow::Result<()> {
             outln!("    variants: original, {}", m.variants.join(", "));
         }
     }
+    Ok(())
+}
+
+/// What a command makes of its inputs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Compress,
+    Decompress,
+}
+
+/// Where one input's output goes.
+enum Target {
+    Stdout,
+    Path(PathBuf),
+}
+
+fn invalid(msg: String) -> anyhow::Error {
+    weightlab::Error::invalid(msg).into()
+}
+
+/// Pair every input with its output, zstd's way: `-o` for one input,
+/// `-c`/`-o -` for stdout, else beside the input with the suffix added
+/// (compress) or stripped (decompress); stdin goes to stdout.
+fn plan(inputs: &[PathBuf], out: &OutputArgs, job: Job) -> anyhow::Result<Vec<(PathBuf, Target)>> {
+    use std::io::IsTerminal;
+    let dash = |p: &Path| p.as_os_str() == "-";
+    let to_stdout = out.stdout || out.output.as_deref().is_some_and(dash);
+    if inputs.len() > 1 && (to_stdout || out.output.is_some()) {
+        return Err(invalid(format!(
+            "{} inputs but one output: -o and -c take one input (without them each input gets its own output beside it)",
+            inputs.len()
+        )));
+    }
+    if out.rm && (to_stdout || inputs.iter().any(|p| dash(p))) {
+        return Err(invalid("--rm needs a file input and a file output".into()));
+    }
+    let mut plans = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let target = match &out.output {
+            _ if to_stdout => Target::Stdout,
+            Some(o) => Target::Path(o.clone()),
+            None if dash(input) => Target::Stdout,
+            None => Target::Path(default_output(input, job)?),
+        };
+        if matches!(target, Target::Stdout) && std::io::stdout().is_terminal() {
+            return Err(invalid(
+                "refusing to write binary data to a terminal: redirect stdout, or give -o FILE".into(),
+            ));
+        }
+        if out.rm && input.is_dir() {
+            return Err(invalid(format!(
+                "--rm takes files; {} is a directory (remove it yourself once `weightlab verify` has checked the output)",
+                input.display()
+            )));
+        }
+        plans.push((input.clone(), target));
+    }
+    Ok(plans)
+}
+
+/// `model.safetensors` -> `model.safetensors.wlab`; `model.safetensors.wlab` -> `model.safetensors`.
+fn default_output(input: &Path, job: Job) -> anyhow::Result<PathBuf> {
+    let suffix = weightlab::repo::SUFFIX;
+    // `DIR/` and `.` name their directory by its own name
+    let named = if input.file_name().is_some() { input.to_path_buf() } else { std::fs::canonicalize(input)? };
+    let name = named.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match job {
+        Job::Compress => Ok(named.with_file_name(format!("{name}{suffix}"))),
+        Job::Decompress => match name.strip_suffix(suffix).filter(|n| !n.is_empty()) {
+            Some(stem) => Ok(named.with_file_name(stem)),
+            None => Err(invalid(format!(
+                "{}: does not end in {suffix}, so its output needs a name: give -o FILE",
+                input.display()
+            ))),
+        },
+    }
+}
+
+fn write_opts(out: &OutputArgs) -> weightlab::io::WriteOptions {
+    weightlab::io::WriteOptions { sync: out.sync || out.rm, overwrite: out.force }
+}
+
+fn remove_input(input: &Path) -> anyhow::Result<()> {
+    std::fs::remove_file(input).map_err(|e| weightlab::Error::io(format!("removing {}", input.display()), e))?;
+    Ok(())
+}
+
+fn compress_one(
+    input: &Path,
+    target: &Target,
+    opts: &CompressOptions,
+    out: &OutputArgs,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let wopts = write_opts(out);
+    let (size, written, shown) = match target {
+        Target::Path(o) if input.is_dir() => {
+            let r = weightlab::repo::compress_dir(input, o, opts, &wopts)?;
+            (r.bytes, r.stored_bytes, o.display().to_string())
+        }
+        Target::Path(o) if input.as_os_str() == "-" => {
+            let map = weightlab::io::Mapped::stdin()?;
+            let index = container::compress_to_file(map.bytes(), "", o, opts, &wopts)?;
+            (index.source.size, std::fs::metadata(o).map(|m| m.len()).unwrap_or(0), o.display().to_string())
+        }
+        Target::Path(o) => {
+            let index = container::compress_file_opts(input, o, opts, &wopts)?;
+            if out.rm {
+                container::verify_file(o, Some(input), opts.threads, false)
+                    .with_context(|| format!("checking {} before removing {}", o.display(), input.display()))?;
+                remove_input(input)?;
+            }
+            (index.source.size, std::fs::metadata(o).map(|m| m.len()).unwrap_or(0), o.display().to_string())
+        }
+        Target::Stdout => {
+            if input.is_dir() {
+                return Err(invalid(format!(
+                    "{} is a directory: its output is a directory, give -o DIR",
+                    input.display()
+                )));
+            }
+            let map = if input.as_os_str() == "-" {
+                weightlab::io::Mapped::stdin()?
+            } else {
+                weightlab::io::Mapped::open(input)?
+            };
+            let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut w = Counter { inner: std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()), n: 0 };
+            weightlab::progress::with_threads(opts.threads, || container::compress(map.bytes(), &name, &mut w, opts))??;
+            std::io::Write::flush(&mut w).map_err(|e| weightlab::Error::io("writing to stdout", e))?;
+            (map.bytes().len() as u64, w.n, "stdout".to_string())
+        }
+    };
+    if !quiet {
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "{} -> {shown}: {} -> {} ({:.2} % of the original, {:.3}x) in {secs:.2} s, {:.0} MB/s{}",
+            input.display(),
+            mb(size),
+            mb(written),
+            100.0 * written as f64 / size.max(1) as f64,
+            size as f64 / written.max(1) as f64,
+            size as f64 / 1e6 / secs.max(1e-9),
+            if out.rm && !input.exists() { "; input removed" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn decompress_one(
+    input: &Path,
+    target: &Target,
+    threads: usize,
+    progress: bool,
+    out: &OutputArgs,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let wopts = write_opts(out);
+    let dopts = container::DecompressOptions { threads, progress, check_file_hash: out.rm };
+    let (bytes, shown) = match target {
+        Target::Path(o) if input.is_dir() => {
+            let r = weightlab::repo::decompress_dir(input, o, &dopts, &wopts)?;
+            (r.bytes, o.display().to_string())
+        }
+        Target::Path(o) if input.as_os_str() == "-" => {
+            let map = weightlab::io::Mapped::stdin()?;
+            let a = Archive::open(map.bytes()).context("standard input")?;
+            (a.decompress_to_file(o, &dopts, &wopts)?.bytes, o.display().to_string())
+        }
+        Target::Path(o) => {
+            let r = container::decompress_file_opts(input, o, &dopts, &wopts)?;
+            if out.rm {
+                remove_input(input)?;
+            }
+            (r.bytes, o.display().to_string())
+        }
+        Target::Stdout => {
+            if input.is_dir() {
+                return Err(invalid(format!(
+                    "{} is a directory: its output is a directory, give -o DIR",
+                    input.display()
+                )));
+            }
+            let map = if input.as_os_str() == "-" {
+                weightlab::io::Mapped::stdin()?
+            } else {
+                weightlab::io::Mapped::open(input)?
+            };
+            let a = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
+            let opts = container::DecodeOptions { check_tensor_hashes: false, check_file_hash: false, progress };
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let r = weightlab::progress::with_threads(threads, || a.stream(&mut w, &opts))??;
+            std::io::Write::flush(&mut w).map_err(|e| weightlab::Error::io("writing to stdout", e))?;
+            (r.bytes, "stdout".to_string())
+        }
+    };
+    if !quiet {
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "{} -> {shown}: {} in {secs:.2} s, {:.0} MB/s, every chunk checked (xxh3){}",
+            input.display(),
+            mb(bytes),
+            bytes as f64 / 1e6 / secs.max(1e-9),
+            if out.rm { ", the file's sha256 too; input removed" } else { "; `verify` recomputes the sha256s" }
+        );
+    }
+    Ok(())
+}
+
+/// Counts what passes through to stdout.
+struct Counter<W: std::io::Write> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn print_dir_info(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let m = weightlab::repo::RepoManifest::load(dir)?;
+    let stored = |f: &weightlab::repo::RepoFile| std::fs::metadata(dir.join(&f.stored_path)).map(|x| x.len()).ok();
+    if json {
+        let files: Vec<_> = m
+            .files
+            .iter()
+            .map(|f| serde_json::json!({"path": f.path, "size": f.size, "sha256": f.sha256, "stored": f.stored, "stored_path": f.stored_path, "stored_size": stored(f)}))
+            .collect();
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"format": m.format, "version": m.version, "writer": m.writer, "files": files})
+            )?
+        );
+        return Ok(());
+    }
+    outln!("weightlab repository ({}), {} files", m.writer, m.files.len());
+    let mut total_stored = 0u64;
+    for f in &m.files {
+        let s = stored(f).unwrap_or(0);
+        total_stored += s;
+        outln!(
+            "{:<56} {:>14} {:>14} {:>7.2}%  {}",
+            f.path,
+            f.size,
+            s,
+            100.0 * s as f64 / f.size.max(1) as f64,
+            match f.stored {
+                weightlab::repo::Stored::Archive => "archive",
+                weightlab::repo::Stored::Copy => "copy",
+            }
+        );
+    }
+    let total = m.total_size();
+    outln!(
+        "total: {} -> {} bytes ({:.2} % of the original)",
+        total,
+        total_stored,
+        100.0 * total_stored as f64 / total.max(1) as f64
+    );
     Ok(())
 }
 

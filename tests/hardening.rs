@@ -274,9 +274,14 @@ fn malformed_inputs_exit_2_and_messages_say_it_once() {
     let o = run_in(d, &["compress", "missing.safetensors", "-o", "x.wlab"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
-    let o = run_in(d, &["compress", ".", "-o", "x.wlab"]);
+    // a directory where a file is wanted is named as such (it was "mapping .: No such device")
+    let o = run_in(d, &["analyze", "."]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    // compress takes directories, but not into themselves
+    let o = run_in(d, &["compress", ".", "-o", "x.wlab"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("inside the input directory"), "{}", stderr(&o));
     assert!(!d.join("x.wlab").exists() && !d.join("bad.wlab").exists());
     no_temps(d);
 }

@@ -7,8 +7,14 @@ pub mod read;
 pub mod write;
 
 pub use format::{FORMAT_VERSION, Index, TensorRecord};
-pub use read::{Archive, DecodeOptions, StreamReport, VerifyReport, decompress_file, verify_file};
-pub use write::{CompressOptions, DEFAULT_CHUNK_SIZE, DEFAULT_CODEC, chunk_ranges, compress, compress_file};
+pub use read::{
+    Archive, DecodeOptions, DecompressOptions, StreamReport, VerifyReport, decompress_file, decompress_file_opts,
+    verify_file,
+};
+pub use write::{
+    CompressOptions, DEFAULT_CHUNK_SIZE, DEFAULT_CODEC, chunk_ranges, compress, compress_file, compress_file_opts,
+    compress_to_file,
+};
 
 /// Run `work` on every job and hand the results to `sink` in job order,
 /// on as many threads as the current rayon pool has (the caller's thread
@@ -41,8 +47,14 @@ pub(crate) fn pipelined<J: Sync, T: Send>(
     }
     let threads = rayon::current_num_threads().clamp(1, jobs.len().max(1));
     let window = 2 * threads;
-    let state =
-        Mutex::new(State { next_job: 0, next_sink: 0, ready: BTreeMap::new(), sinking: false, error: None, panic: None });
+    let state = Mutex::new(State {
+        next_job: 0,
+        next_sink: 0,
+        ready: BTreeMap::new(),
+        sinking: false,
+        error: None,
+        panic: None,
+    });
     let changed = Condvar::new();
     let sink = Mutex::new(sink);
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
@@ -58,7 +70,8 @@ pub(crate) fn pipelined<J: Sync, T: Send>(
             {
                 g.sinking = true;
                 drop(g);
-                let r = catch_unwind(AssertUnwindSafe(|| (sink.lock().unwrap_or_else(|p| p.into_inner()))(&jobs[i], t)));
+                let r =
+                    catch_unwind(AssertUnwindSafe(|| (sink.lock().unwrap_or_else(|p| p.into_inner()))(&jobs[i], t)));
                 g = lock();
                 g.sinking = false;
                 g.next_sink += 1;
@@ -153,13 +166,17 @@ mod tests {
         for threads in [1, 2, 4] {
             let mut sunk = 0;
             let r = in_pool(threads, || {
-                pipelined(&jobs, |&j| j, |&j, _| {
-                    if j == 37 {
-                        return Err(crate::Error::invalid("job 37"));
-                    }
-                    sunk += 1;
-                    Ok(())
-                })
+                pipelined(
+                    &jobs,
+                    |&j| j,
+                    |&j, _| {
+                        if j == 37 {
+                            return Err(crate::Error::invalid("job 37"));
+                        }
+                        sunk += 1;
+                        Ok(())
+                    },
+                )
             });
             assert!(r.unwrap_err().to_string().contains("job 37"), "{threads} threads");
             assert_eq!(sunk, 37, "{threads} threads");

@@ -481,25 +481,66 @@ fn zeroed(len: u64, what: impl FnOnce() -> String) -> Result<Vec<u8>> {
         .ok_or_else(|| Error::io(what(), std::io::Error::from(std::io::ErrorKind::OutOfMemory)))
 }
 
-/// Decompress an archive to a safetensors file, written atomically.
+/// Decompress an archive to a safetensors file, written atomically (synced,
+/// replacing an existing output).
 pub fn decompress_file(input: &Path, output: &Path, threads: usize, progress: bool) -> Result<StreamReport> {
+    let opts = DecompressOptions { threads, progress, ..Default::default() };
+    decompress_file_opts(input, output, &opts, &crate::io::WriteOptions::default())
+}
+
+/// How [`decompress_file_opts`] decodes.
+#[derive(Debug, Clone, Default)]
+pub struct DecompressOptions {
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    pub progress: bool,
+    /// Also recompute the sha256 of the written file and compare it with
+    /// the archive's (as `verify` does): what `--rm` asks before it deletes
+    /// the archive.
+    pub check_file_hash: bool,
+}
+
+/// [`decompress_file`] with the options and the output's sync and
+/// overwrite chosen.
+pub fn decompress_file_opts(
+    input: &Path,
+    output: &Path,
+    opts: &DecompressOptions,
+    wopts: &crate::io::WriteOptions,
+) -> Result<StreamReport> {
     // The map holds the input: the write refuses an output that is it.
     let map = crate::io::Mapped::open(input)?;
     let archive = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
-    // Every chunk's xxh3, of its stored and of its decoded bytes, is checked
-    // (naming the tensor on a mismatch), and the header's and the index's;
-    // the sha256s (of every tensor, of the file) would hash every byte again
-    // in one sequential stream for no better check against damage (the index
-    // that holds them has an xxh3 only), and are left to `verify`.
-    let opts = DecodeOptions { check_tensor_hashes: false, check_file_hash: false, progress };
-    let mut report = None;
-    crate::progress::with_threads(threads, || {
-        crate::io::write_atomic_with(output, |w| {
-            report = Some(archive.stream_to_file(w.get_ref(), &opts)?);
-            Ok(())
-        })
-    })??;
-    Ok(report.expect("set on success"))
+    archive.decompress_to_file(output, opts, wopts)
+}
+
+impl Archive<'_> {
+    /// Decode the whole archive into a file, written atomically.
+    pub fn decompress_to_file(
+        &self,
+        output: &Path,
+        opts: &DecompressOptions,
+        wopts: &crate::io::WriteOptions,
+    ) -> Result<StreamReport> {
+        // Every chunk's xxh3, of its stored and of its decoded bytes, is checked
+        // (naming the tensor on a mismatch), and the header's and the index's;
+        // the sha256s (of every tensor, of the file) would hash every byte again
+        // in one sequential stream for no better check against damage (the index
+        // that holds them has an xxh3 only), and are left to `verify` unless asked.
+        let dopts = DecodeOptions {
+            check_tensor_hashes: false,
+            check_file_hash: opts.check_file_hash,
+            progress: opts.progress,
+        };
+        let mut report = None;
+        crate::progress::with_threads(opts.threads, || {
+            crate::io::write_atomic_opts(output, wopts, |w| {
+                report = Some(self.stream_to_file(w.get_ref(), &dopts)?);
+                Ok(())
+            })
+        })??;
+        Ok(report.expect("set on success"))
+    }
 }
 
 /// What `verify` found.

@@ -293,19 +293,42 @@ fn hash_lossless_upto(h: &mut Sha256, views: &[TensorView], done: &mut usize, up
     *done = (*done).max(upto);
 }
 
-/// Compress a safetensors file into an archive, written atomically.
+/// Compress a safetensors file into an archive, written atomically (synced,
+/// replacing an existing output).
 pub fn compress_file(input: &Path, output: &Path, opts: &CompressOptions) -> Result<Index> {
+    compress_file_opts(input, output, opts, &crate::io::WriteOptions::default())
+}
+
+/// [`compress_file`] with the output's sync and overwrite chosen.
+pub fn compress_file_opts(
+    input: &Path,
+    output: &Path,
+    opts: &CompressOptions,
+    wopts: &crate::io::WriteOptions,
+) -> Result<Index> {
     // The map holds the input: the write refuses an output that is it.
     let map = crate::io::Mapped::open(input)?;
     let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    compress_to_file(map.bytes(), &name, output, opts, wopts)
+        .with_context(|| format!("compressing {}", input.display()))
+}
+
+/// Compress safetensors bytes held in memory (a map, stdin spooled) into
+/// an archive file, written atomically.
+pub fn compress_to_file(
+    file: &[u8],
+    file_name: &str,
+    output: &Path,
+    opts: &CompressOptions,
+    wopts: &crate::io::WriteOptions,
+) -> Result<Index> {
     let mut index = None;
     crate::progress::with_threads(opts.threads, || {
-        crate::io::write_atomic_with(output, |w| {
-            index = Some(compress(map.bytes(), &name, w, opts)?);
+        crate::io::write_atomic_opts(output, wopts, |w| {
+            index = Some(compress(file, file_name, w, opts)?);
             Ok(())
         })
-    })?
-    .with_context(|| format!("compressing {}", input.display()))?;
+    })??;
     Ok(index.expect("set on success"))
 }
 
