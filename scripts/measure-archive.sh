@@ -23,8 +23,8 @@ for f in "$@"; do
   cat "$f" > /dev/null
   for c in $codecs; do
     a="$tmp/a.wlab"; o="$tmp/o.safetensors"
-    t0=$(now); "$bin" -q compress "$f" -o "$a" --codec "$c" -j "$threads"; t1=$(now)
-    "$bin" -q decompress "$a" -o "$o" -j "$threads"; t2=$(now)
+    t0=$(now); "$bin" -q compress -f "$f" -o "$a" --codec "$c" -j "$threads"; t1=$(now)
+    "$bin" -q decompress -f "$a" -o "$o" -j "$threads"; t2=$(now)
     asize=$(stat -c %s "$a")
     same=no; [ "$(sha256sum "$o" | cut -d' ' -f1)" = "$want" ] && same=yes
     ver=fail; "$bin" -q verify "$a" --original "$f" -j "$threads" >/dev/null && ver=ok

@@ -43,8 +43,8 @@ for f in "$@"; do
   floor=$("$bin" analyze "$f" | sed -n 's/.*floor with one model per tensor: .* = \([0-9.]*\) % of the tensor data.*/\1/p')
   cat "$f" > /dev/null
   for c in $codecs; do
-    read -r ct cr < <(measure "$bin" -q compress "$f" -o "$tmp/a.wlab" --codec "$c" -j "$threads")
-    read -r dt dr < <(measure "$bin" -q decompress "$tmp/a.wlab" -o "$tmp/o.safetensors" -j "$threads")
+    read -r ct cr < <(measure "$bin" -q compress -f "$f" -o "$tmp/a.wlab" --codec "$c" -j "$threads")
+    read -r dt dr < <(measure "$bin" -q decompress -f "$tmp/a.wlab" -o "$tmp/o.safetensors" -j "$threads")
     ok=differs; [ "$(sha256sum "$tmp/o.safetensors" | cut -d' ' -f1)" = "$want" ] && ok="bit for bit"
     row "$name" "$c" "$size" "$(stat -c %s "$tmp/a.wlab")" "$ct" "$cr" "$dt" "$dr" "$ok" "$floor"
     rm -f "$tmp/a.wlab" "$tmp/o.safetensors"
