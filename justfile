@@ -32,6 +32,18 @@ report experiment="bf16-planes":
 test:
     cargo test --features {{features}} --no-fail-fast
 
+# Installs cargo-fuzz if missing; new inputs go to fuzz/corpus-work, crashes
+# to fuzz/artifacts (see fuzz/README.md). `just test` replays the committed
+# corpora without libFuzzer. Or: `just fuzz time=60 codec_decode archive`.
+#
+# Coverage-guided fuzzing: each fuzz/ target for `time` seconds, one after another.
+fuzz time="600" *targets:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    t="{{time}}"
+    t="${t#time=}"
+    fuzz/run.sh "$t" {{targets}}
+
 # Criterion benches, throughput in bytes per second.
 bench *args:
     cargo bench --features {{features}} {{args}}

@@ -138,3 +138,19 @@ fn write_seeds() {
         }
     }
 }
+
+/// A CTranslate2 variable named `__metadata__` (the key safetensors keeps for
+/// its metadata) must not turn the import into a file that does not parse.
+#[test]
+fn ct2_variable_named_like_the_metadata_key() {
+    use weightlab::tensor::{DType, synth};
+    let t = synth::tensor("__metadata__", DType::F32, &[2], 1);
+    let b = weightlab::datasets::ct2::write("S", 1, &[t.view()], &[]).unwrap();
+    assert!(weightlab::datasets::ct2::parse(&b).is_ok());
+    fuzzing::ct2(&b);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    let e = weightlab::datasets::ct2::import(&b, "00", &out).unwrap_err();
+    assert_eq!(e.kind(), weightlab::ErrorKind::InvalidInput, "{e}");
+    assert!(!out.exists());
+}
