@@ -243,6 +243,14 @@ fn header_json(tensors: &[TensorView<'_>], metadata: Option<&BTreeMap<String, St
     }
     let mut pos = 0u64;
     for t in tensors {
+        // either would overwrite a key of the header: a file that does not
+        // parse, or that lost a tensor
+        if t.name == "__metadata__" || map.contains_key(t.name) {
+            return Err(Error::invalid(format!(
+                "a tensor named '{}' cannot be written (a reserved or repeated name)",
+                t.name
+            )));
+        }
         let n = numel(t.shape)?;
         let expect = t.dtype.byte_len(n)?;
         if expect != t.data.len() as u64 {
