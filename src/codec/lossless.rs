@@ -183,6 +183,10 @@ impl Codec for Lz4 {
 
 // --- xz ----------------------------------------------------------------------
 
+/// The memory an xz decoder may use: the dictionary of the largest preset
+/// (64 MiB) and the decoder's own state.
+const XZ_DECODER_MEMLIMIT: u64 = 80 << 20;
+
 /// xz (LZMA2) through liblzma, without an integrity check of its own (the
 /// container checksums every chunk).
 pub struct Xz {
@@ -214,7 +218,17 @@ impl Codec for Xz {
     }
     fn encode(&self, _: &ChunkInfo, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let preset = self.level | if self.extreme { 1 << 31 } else { 0 };
-        let stream = xz2::stream::Stream::new_easy_encoder(preset, xz2::stream::Check::None)
+        // The preset's dictionary, but no larger than the data: liblzma
+        // allocates about 11 times the dictionary (674 MiB at level 9) for
+        // any input, and a dictionary beyond the input finds no more matches.
+        let mut opts = xz2::stream::LzmaOptions::new_preset(preset).map_err(|e| Error::invalid(format!("xz encoder: {e}")))?;
+        let preset_dict: u32 = [256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20]
+            [self.level.min(9) as usize];
+        let fit = u32::try_from(data.len()).unwrap_or(u32::MAX).max(4096).checked_next_power_of_two().unwrap_or(u32::MAX);
+        opts.dict_size(preset_dict.min(fit));
+        let mut filters = xz2::stream::Filters::new();
+        filters.lzma2(&opts);
+        let stream = xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::None)
             .map_err(|e| Error::invalid(format!("xz encoder: {e}")))?;
         let mut enc = xz2::write::XzEncoder::new_stream(&mut *out, stream);
         use std::io::Write;
@@ -224,7 +238,10 @@ impl Codec for Xz {
     }
     fn decode(&self, _: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()> {
         use xz2::stream::{Action, Status, Stream};
-        let mut s = Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| Error::corrupt(format!("xz: {e}")))?;
+        // A stream's header sets the dictionary the decoder allocates: the
+        // limit admits the largest preset's (64 MiB at level 9), not the
+        // 1.5 GiB a crafted header can ask for.
+        let mut s = Stream::new_stream_decoder(XZ_DECODER_MEMLIMIT, 0).map_err(|e| Error::corrupt(format!("xz: {e}")))?;
         let status = s.process(input, out, Action::Finish).map_err(|e| Error::corrupt(format!("xz: {e}")))?;
         if status != Status::StreamEnd {
             return Err(if s.total_in() as usize >= input.len() {
