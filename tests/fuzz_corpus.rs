@@ -154,3 +154,18 @@ fn ct2_variable_named_like_the_metadata_key() {
     assert_eq!(e.kind(), weightlab::ErrorKind::InvalidInput, "{e}");
     assert!(!out.exists());
 }
+
+/// An xz stream whose header asks for a 1.5 GiB dictionary is refused by
+/// the decoder's memory limit, before liblzma allocates it (the limit was
+/// unlimited).
+#[test]
+fn xz_stream_asking_for_a_huge_dictionary() {
+    let data = std::fs::read(root().join("artifacts-regressions/codec_decode/xz-1.5GiB-dictionary")).unwrap();
+    let stream = &data[fuzzing::CODEC_HEADER_LEN..];
+    let xz = weightlab::codec::build("xz").unwrap();
+    let mut out = vec![0u8; 64];
+    let e = xz.decode(&weightlab::codec::ChunkInfo::bytes(), stream, &mut out).unwrap_err();
+    assert_eq!(e.kind(), weightlab::ErrorKind::Corruption, "{e}");
+    assert!(e.message().contains("mem"), "{e}");
+    fuzzing::codec_decode(&data);
+}
