@@ -583,3 +583,208 @@ pub fn verify_file(input: &Path, original: Option<&Path>, threads: usize, progre
         lossless: archive.index.is_lossless(),
     })
 }
+
+/// Decoding into memory the caller owns (the Python package decodes straight
+/// into the arrays it returns): whole tensors, several at once, or a byte
+/// range of one, decoding only the chunks that hold it.
+impl Archive<'_> {
+    /// The decoded byte range, relative to the tensor, of each chunk that
+    /// holds tensor `t`'s bytes (its own, or those of the tensor it
+    /// duplicates), in order.
+    pub fn chunk_spans(&self, t: usize) -> Vec<(u64, u64)> {
+        let mut at = 0u64;
+        self.index.tensors[self.storage_of(t)]
+            .chunks
+            .iter()
+            .map(|e| {
+                let span = (at, at + e.decoded_len());
+                at = span.1;
+                span
+            })
+            .collect()
+    }
+
+    /// Decode tensor `t` into `out`, which must be exactly its size, chunks
+    /// in parallel on the current rayon pool. Every chunk's two xxh3s are
+    /// checked (naming the tensor on a mismatch); the tensor's sha256 too
+    /// when `check_sha256`.
+    pub fn read_tensor_into(&self, t: usize, out: &mut [u8], check_sha256: bool) -> Result<()> {
+        self.read_tensors_into(&mut [(t, out)], check_sha256)
+    }
+
+    /// [`Archive::read_tensor_into`] for several tensors: every chunk of all
+    /// of them in one parallel pass (most tensors of a model are one chunk,
+    /// so a pass per tensor would leave threads idle).
+    pub fn read_tensors_into(&self, targets: &mut [(usize, &mut [u8])], check_sha256: bool) -> Result<()> {
+        let codecs = self.codecs_for(targets.iter().map(|(t, out)| (*t, out.len() as u64)))?;
+        // Every chunk of every target: (tensor, chunk, offset in it, its bytes).
+        let mut jobs: Vec<(usize, usize, u64, &mut [u8])> = Vec::new();
+        for (t, out) in targets.iter_mut() {
+            let mut rest: &mut [u8] = out;
+            let mut offset = 0u64;
+            for (c, e) in self.index.tensors[self.storage_of(*t)].chunks.iter().enumerate() {
+                let (a, b) = rest.split_at_mut(e.decoded_len() as usize);
+                jobs.push((*t, c, offset, a));
+                offset += e.decoded_len();
+                rest = b;
+            }
+        }
+        jobs.into_par_iter().try_for_each(|(t, c, off, buf)| self.decode_chunk_of(&codecs, t, c, off, buf))?;
+        if check_sha256 {
+            targets.par_iter().try_for_each(|(t, out)| {
+                let r = &self.index.tensors[*t];
+                if hex(&Sha256::digest(&**out)) != r.sha256 {
+                    return Err(Error::hash_mismatch(format!("tensor '{}': sha256 does not match", r.name)));
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Bytes `start..end` of tensor `t` into `out` (exactly that long),
+    /// decoding only the chunks that overlap the range, in parallel: those
+    /// inside it straight into `out`, the one or two it cuts into a buffer
+    /// of their own (a chunk is at most the archive's chunk size). Chunks
+    /// hold whole rows when a row fits ([`super::chunk_ranges`]), so a range
+    /// of rows decodes the chunks of those rows and no others. Checks as
+    /// [`Archive::read_tensor_into`] without the sha256, which covers the
+    /// whole tensor.
+    pub fn read_range_into(&self, t: usize, start: u64, end: u64, out: &mut [u8]) -> Result<()> {
+        let r =
+            self.index.tensors.get(t).ok_or_else(|| {
+                Error::invalid(format!("no tensor #{t} in an archive of {}", self.index.tensors.len()))
+            })?;
+        if start > end || end > r.size || out.len() as u64 != end - start {
+            return Err(Error::invalid(format!(
+                "bytes {start}..{end} of tensor '{}' ({} bytes) into a buffer of {}",
+                r.name,
+                r.size,
+                out.len()
+            )));
+        }
+        let codecs = self.codecs_for(std::iter::once((t, r.size)))?;
+        let mut jobs: Vec<(usize, u64, u64, &mut [u8])> = Vec::new();
+        let mut rest: &mut [u8] = out;
+        for (c, (a, b)) in self.chunk_spans(t).into_iter().enumerate() {
+            if b <= start || a >= end {
+                continue;
+            }
+            let take = (b.min(end) - a.max(start)) as usize;
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            jobs.push((c, a, b, dst));
+            rest = tail;
+        }
+        jobs.into_par_iter().try_for_each(|(c, a, b, dst)| {
+            if a >= start && b <= end {
+                return self.decode_chunk_of(&codecs, t, c, a, dst);
+            }
+            let mut buf = zeroed(b - a, || format!("allocating a chunk of {} bytes for tensor '{}'", b - a, r.name))?;
+            self.decode_chunk_of(&codecs, t, c, a, &mut buf)?;
+            let from = (a.max(start) - a) as usize;
+            dst.copy_from_slice(&buf[from..from + dst.len()]);
+            Ok(())
+        })
+    }
+
+    /// The codec of every stored tensor that the `(tensor, buffer length)`
+    /// targets need (by stored tensor), after checking each buffer's length.
+    fn codecs_for(&self, targets: impl Iterator<Item = (usize, u64)>) -> Result<Vec<Option<Box<dyn Codec>>>> {
+        let n = self.index.tensors.len();
+        let mut codecs: Vec<Option<Box<dyn Codec>>> = (0..n).map(|_| None).collect();
+        for (t, len) in targets {
+            let r = self
+                .index
+                .tensors
+                .get(t)
+                .ok_or_else(|| Error::invalid(format!("no tensor #{t} in an archive of {n}")))?;
+            if len != r.size {
+                return Err(Error::invalid(format!(
+                    "tensor '{}' is {} bytes, the buffer for it {len}",
+                    r.name, r.size
+                )));
+            }
+            let src = self.storage_of(t);
+            if codecs[src].is_none() && !self.index.tensors[src].chunks.is_empty() {
+                codecs[src] = Some(self.codec_for(src)?);
+            }
+        }
+        Ok(codecs)
+    }
+
+    /// [`Archive::decode_chunk`] of chunk `c` of the tensor that stores
+    /// `t`'s bytes, naming `t` when it is a copy.
+    fn decode_chunk_of(
+        &self,
+        codecs: &[Option<Box<dyn Codec>>],
+        t: usize,
+        c: usize,
+        off: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let src = self.storage_of(t);
+        let codec = codecs[src].as_deref().expect("codecs_for built the codec of every stored tensor read");
+        self.decode_chunk(codec, src, c, off, buf).map_err(|e| {
+            if src == t { e } else { e.context(format!("tensor '{}' (stored as a copy)", self.index.tensors[t].name)) }
+        })
+    }
+}
+
+#[cfg(test)]
+mod read_into_tests {
+    use super::*;
+    use crate::container::{CompressOptions, compress};
+    use crate::tensor::{DType, safetensors::serialize, synth};
+
+    /// An archive of a 64x100 F32 tensor in 4000-byte chunks (10 rows each),
+    /// a tie of it, and a small BF16 one.
+    fn archive_bytes() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let a = synth::tensor("a", DType::F32, &[64, 100], 1);
+        let mut b = synth::tensor("b", DType::F32, &[64, 100], 1);
+        b.name = "b".into();
+        let c = synth::tensor("c", DType::BF16, &[7, 3], 2);
+        let st = serialize([a.view(), b.view(), c.view()], None).unwrap();
+        let opts = CompressOptions { chunk_size: 4000, threads: 1, ..Default::default() };
+        let mut out = Vec::new();
+        compress(&st, "x.safetensors", &mut out, &opts).unwrap();
+        (out, vec![a.data, b.data, c.data])
+    }
+
+    #[test]
+    fn tensors_and_ranges_decode_into_given_buffers() {
+        let (bytes, data) = archive_bytes();
+        let ar = Archive::open(&bytes).unwrap();
+        assert_eq!(ar.index.tensors[1].same_as, Some(0), "the tie is stored once");
+        assert_eq!(ar.chunk_spans(0).len(), 7);
+        assert_eq!(ar.chunk_spans(0)[1], (4000, 8000));
+        let mut bufs: Vec<Vec<u8>> = data.iter().map(|d| vec![0xAA; d.len()]).collect();
+        let mut targets: Vec<(usize, &mut [u8])> = bufs.iter_mut().enumerate().map(|(i, b)| (i, &mut b[..])).collect();
+        ar.read_tensors_into(&mut targets, true).unwrap();
+        assert_eq!(bufs, data);
+        for (s, e) in [(0, 25600), (400, 800), (3999, 4001), (1200, 17600), (25596, 25600), (7, 7)] {
+            let mut out = vec![0u8; (e - s) as usize];
+            ar.read_range_into(1, s, e, &mut out).unwrap();
+            assert_eq!(out, data[1][s as usize..e as usize], "{s}..{e}");
+        }
+        let mut short = vec![0u8; 3];
+        assert_eq!(ar.read_tensor_into(2, &mut short, false).unwrap_err().kind(), crate::ErrorKind::InvalidInput);
+        assert!(ar.read_range_into(0, 10, 25601, &mut vec![0; 25591]).is_err());
+    }
+
+    #[test]
+    fn a_range_decodes_only_its_chunks() {
+        let (mut bytes, data) = archive_bytes();
+        // damage chunk 3 of tensor 'a' (bytes 12000..16000)
+        let e = Archive::open(&bytes).unwrap().index.tensors[0].chunks[3];
+        bytes[e.offset() as usize] ^= 0x40;
+        let ar = Archive::open(&bytes).unwrap();
+        let mut out = vec![0u8; 8000];
+        ar.read_range_into(0, 4000, 12000, &mut out).unwrap();
+        assert_eq!(out, data[0][4000..12000]);
+        let err = ar.read_range_into(1, 11000, 13000, &mut vec![0u8; 2000]).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corruption);
+        assert!(err.message().contains("'b' (stored as a copy)") && err.message().contains("'a', chunk 3"), "{err}");
+        let err = ar.read_tensor_into(0, &mut vec![0u8; 25600], false).unwrap_err();
+        assert!(err.message().contains("tensor 'a', chunk 3"), "{err}");
+    }
+}
