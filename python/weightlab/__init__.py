@@ -1,0 +1,78 @@
+"""weightlab: compressed neural-network weights straight into numpy and
+PyTorch, with the API of safetensors.
+
+Change one import::
+
+    from weightlab.numpy import load_file      # was: from safetensors.numpy import load_file
+    from weightlab.torch import load_file      # was: from safetensors.torch import load_file
+    from weightlab import safe_open            # was: from safetensors import safe_open
+
+and compress files or whole model directories::
+
+    weightlab.compress_file("model.safetensors")         # -> model.safetensors.wlab
+    weightlab.compress_file("all-MiniLM-L6-v2/")         # -> all-MiniLM-L6-v2.wlab/
+    weightlab.decompress_file("model.safetensors.wlab")  # -> model.safetensors
+
+The codecs are the Rust library's (no command-line tool is run). Errors are
+the exceptions of ``weightlab.errors``.
+"""
+
+import os
+
+from . import _native, errors
+from ._core import safe_open
+from .errors import *  # noqa: F401,F403
+
+__version__ = _native.VERSION
+SUFFIX = _native.SUFFIX
+
+
+def _default_output(path, compress):
+    p = os.fspath(path).rstrip("/\\") or os.fspath(path)
+    if compress:
+        return p + SUFFIX
+    if not p.endswith(SUFFIX):
+        raise errors.InvalidInputError(f"{p}: does not end in {SUFFIX}, give an output path (invalid input)")
+    return p[: -len(SUFFIX)]
+
+
+def compress_file(input, output=None, codec="auto", threads=0, overwrite=False, sync=False, progress=None, chunk_kib=4096):
+    """Compress a safetensors file (to ``FILE.wlab``) or a model directory
+    (to ``DIR.wlab/``, a directory of the same shape with a manifest), as
+    ``weightlab compress`` does.
+
+    ``threads``: 0 is one per core. An existing output is refused unless
+    ``overwrite`` (zstd's habit); ``sync`` syncs each output before it is
+    renamed into place. ``progress``: a callable ``progress(done_bytes,
+    total_bytes)``, called before the work starts and when it is done (a
+    directory is one call into the library: there are no steps between).
+    Returns ``{"files", "archives", "bytes", "stored_bytes"}``.
+    """
+    out = os.fspath(output) if output is not None else _default_output(input, True)
+    return _native.compress_path(os.fspath(input), out, codec=codec, threads=int(threads), chunk_kib=int(chunk_kib),
+                                 overwrite=bool(overwrite), sync=bool(sync), progress=progress)
+
+
+def decompress_file(input, output=None, threads=0, overwrite=False, sync=False, progress=None):
+    """Decompress an archive (``FILE.wlab`` to ``FILE``) or a compressed model
+    directory (``DIR.wlab/`` to ``DIR/``, byte for byte), as ``weightlab
+    decompress`` does. Arguments as for :func:`compress_file`.
+    """
+    out = os.fspath(output) if output is not None else _default_output(input, False)
+    return _native.decompress_path(os.fspath(input), out, threads=int(threads), overwrite=bool(overwrite),
+                                   sync=bool(sync), progress=progress)
+
+
+def verify(input, threads=0):
+    """Check an archive or a compressed directory completely, as ``weightlab
+    verify`` does: every chunk, every tensor's sha256 and the file's (and
+    every copied file's, for a directory). Raises on damage."""
+    return _native.verify_path(os.fspath(input), threads=int(threads))
+
+
+def is_compressed_dir(path):
+    """Is ``path`` a compressed model directory (it has a weightlab manifest)?"""
+    return _native.is_compressed_dir(os.fspath(path))
+
+
+__all__ = ["safe_open", "compress_file", "decompress_file", "verify", "is_compressed_dir", "errors"] + errors.__all__
