@@ -155,6 +155,9 @@ impl ErrorAccumulator {
             DType::U32 => each!(4, |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap()) as f64),
             DType::I64 => each!(8, |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap()) as f64),
             DType::U64 => each!(8, |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap()) as f64),
+            // `round` rounds FP8 too: the container checks its bound here
+            DType::F8E4M3 => each!(1, |b: &[u8]| fp8(b[0], 4, 3, false)),
+            DType::F8E5M2 => each!(1, |b: &[u8]| fp8(b[0], 5, 2, true)),
             _ => {
                 if original != decoded {
                     return Err(Error::unsupported(format!(
@@ -206,6 +209,24 @@ pub fn error_stats(dtype: DType, original: &[u8], decoded: &[u8], bound: Option<
     let mut acc = ErrorAccumulator::new(bound);
     acc.add(dtype, original, decoded)?;
     Ok(acc.finish())
+}
+
+/// An FP8 value with `e` exponent and `m` mantissa bits (bias 2^(e-1) - 1):
+/// with `ieee` the top exponent is inf/NaN (E5M2), else only S.1111.111 is
+/// NaN and there is no infinity (E4M3FN).
+fn fp8(b: u8, e: u32, m: u32, ieee: bool) -> f64 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let (ex, mant) = (((b as u32) >> m) & ((1 << e) - 1), (b as u32) & ((1 << m) - 1));
+    let top = (1 << e) - 1;
+    if ex == top && (if ieee { mant != 0 } else { mant == (1 << m) - 1 }) {
+        return f64::NAN;
+    }
+    if ex == top && ieee {
+        return sign * f64::INFINITY;
+    }
+    let bias = (1i32 << (e - 1)) - 1;
+    let frac = mant as f64 / (1u32 << m) as f64;
+    if ex == 0 { sign * frac * 2f64.powi(1 - bias) } else { sign * (1.0 + frac) * 2f64.powi(ex as i32 - bias) }
 }
 
 /// max - min of the finite values (0 when there are none). The same
@@ -288,7 +309,14 @@ mod tests {
         assert_eq!(s.max_abs, 2.0);
         assert!(error_stats(DType::F32, &[0; 4], &[0; 8], None).is_err());
         assert!(error_stats(DType::F32, &[0; 6], &[0; 6], None).is_err());
-        assert!(error_stats(DType::F8E4M3, &[1, 2], &[1, 3], None).is_err());
+        assert!(error_stats(DType::F8E8M0, &[1, 2], &[1, 3], None).is_err());
+        // FP8: E4M3 0x38 = 1.0, 0x39 = 1.125, 0x7e = 448 (its max), 0x7f NaN;
+        // E5M2 0x3c = 1.0, 0x3d = 1.25, 0x7c = inf, 0x01 = 2^-16
+        let s = error_stats(DType::F8E4M3, &[0x38, 0x7e, 0x7f, 0xb8], &[0x39, 0x7e, 0x7f, 0xb8], None).unwrap();
+        assert_eq!((s.max_abs, s.n_nonfinite_mismatch, s.value_range), (0.125, 0, 449.0));
+        let s = error_stats(DType::F8E5M2, &[0x3c, 0x7c, 0x01], &[0x3d, 0x7c, 0x01], None).unwrap();
+        assert_eq!((s.max_abs, s.n_nonfinite_mismatch), (0.25, 0));
+        assert_eq!(error_stats(DType::F8E5M2, &[0x01], &[0x00], None).unwrap().max_abs, 2f64.powi(-16));
         assert_eq!(error_stats(DType::F4, &[1, 2], &[1, 2], None).unwrap().n, 4);
     }
 

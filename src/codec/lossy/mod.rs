@@ -85,6 +85,16 @@ impl Fk {
             Fk::F64 => v,
         }
     }
+    /// The largest value of this dtype below `v` (positive, finite and
+    /// representable).
+    pub(crate) fn next_down(self, v: f64) -> f64 {
+        match self {
+            Fk::F16 => half::f16::from_bits(half::f16::from_f64(v).to_bits() - 1).to_f64(),
+            Fk::BF16 => half::bf16::from_bits(half::bf16::from_f64(v).to_bits() - 1).to_f64(),
+            Fk::F32 => f32::from_bits((v as f32).to_bits() - 1) as f64,
+            Fk::F64 => f64::from_bits(v.to_bits() - 1),
+        }
+    }
     /// Write `v` (already representable, see [`Fk::round`]) as one element.
     #[inline(always)]
     pub(crate) fn store(self, v: f64, out: &mut [u8]) {

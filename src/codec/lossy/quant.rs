@@ -164,12 +164,23 @@ impl Codec for BlockQuant {
         let mut scales = Vec::with_capacity(exact.len());
         for (s, o) in exact.iter().zip(scale_bytes.chunks_exact_mut(ssize)) {
             let stored = if kind == SCALE_F16 {
-                let h = f16::from_f64(*s);
-                let h = if h.is_infinite() { f16::MAX } else { h };
+                let mut h = f16::from_f64(*s);
+                if h.is_infinite() {
+                    h = f16::MAX;
+                }
+                // A scale rounded up can make qmax × s overflow the dtype
+                // (F16 max 65504: 127 × 516 = 65532 rounds to inf): a
+                // finite value would decode as infinity. Step it down.
+                while h > f16::ZERO && fk.round(qmax * h.to_f64()).is_infinite() {
+                    h = f16::from_bits(h.to_bits() - 1);
+                }
                 o.copy_from_slice(&h.to_le_bytes());
                 h.to_f64()
             } else {
-                let v = fk.round(*s);
+                let mut v = fk.round(*s);
+                while v > 0.0 && fk.round(qmax * v).is_infinite() {
+                    v = fk.next_down(v);
+                }
                 fk.store(v, o);
                 v
             };
@@ -430,6 +441,29 @@ mod tests {
         assert!(build("int8:select=some").is_err());
         assert!(build("int8:block=0").is_err());
         assert!(build("int8:scale=f8").is_err());
+    }
+
+    /// F16's largest values: max|w| / 127 rounds up to a scale whose
+    /// product with 127 overflows F16 (found by tests/conformance.rs: the
+    /// element decoded as infinity). Every scale type, int8 and int4.
+    #[test]
+    fn a_scale_rounded_up_never_decodes_a_finite_value_as_infinity() {
+        for (fk, dtype, max) in [(Fk::F16, DType::F16, 65504.0), (Fk::BF16, DType::BF16, half::bf16::MAX.to_f64())] {
+            let v: Vec<f64> = (0..256).map(|i| if i % 5 == 0 { -max } else { (i as f64 - 128.0) * 3.0 }).collect();
+            let data = to_bytes(fk, &v);
+            for spec in ["int8:select=all", "int8:scale=f16,select=all", "int8:scale=dtype,select=all", "int4:select=all", "int4:scale=dtype,select=all"] {
+                if dtype == DType::BF16 && spec.contains("f16") {
+                    continue; // BF16's max is far beyond an F16 scale's (clamped by design)
+                }
+                let c = build(spec).unwrap();
+                let info = ChunkInfo { name: "w", dtype, shape: &[16, 16], offset: 0 };
+                let dec = decode_all(&*c, &info, &encode_all(&*c, &info, &data).unwrap(), data.len()).unwrap();
+                let s = error_stats(dtype, &data, &dec, None).unwrap();
+                assert_eq!(s.n_nonfinite_mismatch, 0, "{spec} {dtype}: a finite value decoded as inf");
+                let qmax = if spec.starts_with("int8") { 127.0 } else { 7.0 };
+                assert!(s.max_abs <= max / qmax, "{spec} {dtype}: more than a step off: {s:?}");
+            }
+        }
     }
 
     #[test]
