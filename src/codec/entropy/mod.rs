@@ -677,10 +677,7 @@ pub fn decode_parts<'a>(input: &'a [u8], ctx: Option<&[u8]>, n: usize) -> Result
 
 /// A single-model rANS block after its mode byte.
 fn decode_single(mode: u8, r: &mut crate::codec::Reader, out: &mut [u8]) -> Result<()> {
-    let models = read_models(r)?;
-    if models.len() != 1 {
-        return Err(Error::corrupt("entropy stream: several models but no contexts"));
-    }
+    let models = read_models(r, 1)?;
     let t = rans::DecTables::new(&models);
     match mode {
         MODE_RANS64 => rans::decode::<{ rans::LANES64 }>(r.rest(), &t, out),
@@ -694,8 +691,16 @@ fn coded_flags(map: &[u8; 256]) -> [u8; 256] {
     map.map(|m| (m != RAW_CTX) as u8)
 }
 
-fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
+/// The models of a stream: at most `max`, all of one precision, their
+/// decoding tables within [`CTX_SLOTS`] slots (what every encoder since the
+/// 12-bit tables writes: one model of 2^12, or up to 16 context models of
+/// 2^10), so that a crafted stream cannot make a small chunk allocate
+/// megabytes of tables (256 models of 2^12 slots took 9 MiB).
+fn read_models(r: &mut crate::codec::Reader, max: usize) -> Result<Vec<Model>> {
     let nm = r.u8()? as usize + 1;
+    if nm > max {
+        return Err(Error::corrupt(format!("entropy stream: {nm} models, at most {max} expected")));
+    }
     let mut models = Vec::with_capacity(nm);
     for _ in 0..nm {
         models.push(Model::read(r)?);
@@ -703,6 +708,9 @@ fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
     let p = models[0].precision;
     if models.iter().any(|m| m.precision != p) {
         return Err(Error::corrupt("entropy stream: models differ in precision"));
+    }
+    if (nm << p) > CTX_SLOTS.max(1 << MAX_PRECISION) {
+        return Err(Error::corrupt(format!("entropy stream: {nm} model tables of 2^{p} slots are too large")));
     }
     Ok(models)
 }
@@ -715,11 +723,9 @@ fn read_models(r: &mut crate::codec::Reader) -> Result<Vec<Model>> {
 /// ([`merge`]).
 fn decode_ctx_rans<'a>(r: &mut crate::codec::Reader<'a>, ctx: &[u8], wide: bool) -> Result<Parts<'a>> {
     let n = ctx.len();
-    let models = read_models(r)?;
+    // 15 own models and the pool at most, the smallest precision 2^10
+    let models = read_models(r, CTX_SLOTS >> 10)?;
     let nm = models.len();
-    if (nm << models[0].precision) > 1 << 20 {
-        return Err(Error::corrupt("entropy stream: model tables too large"));
-    }
     let mut map = [RAW_CTX; 256];
     let k = r.u16()? as usize;
     for _ in 0..k {
