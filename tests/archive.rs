@@ -296,3 +296,94 @@ fn golden_float_archives_still_decode() {
 fn golden_archives_still_decode() {
     check_golden(GOLDEN, &golden_source(), "v1-source.sha256");
 }
+
+// --- golden archives of the other stages ---------------------------------------
+
+/// One archive per stage id the sets above lack (made 2026-12-02 at format
+/// version 1; every future version must decode them). For the lossy ones the
+/// archive decodes to the bytes whose sha256 its index records; every one is
+/// made again on each run and must come out byte for byte the same (all our
+/// encoders are deterministic): if an encoder changes on purpose without a
+/// format change, bless new files under new names and keep these.
+const GOLDEN_STAGES: &[(&str, &str)] = &[
+    ("v1-const.wlab", "const"),
+    ("v1-table.wlab", "table"),
+    ("v1-sz.wlab", "sz:abs=1e-3,coder=rans,pred=auto>zstd:level=3"),
+    ("v1-int8.wlab", "int8:block=128,scale=auto,select=auto>zstd:level=3"),
+    ("v1-int4.wlab", "int4:block=32,scale=auto,select=all>zstd:level=3"),
+    ("v1-round.wlab", "round:bits=4>auto"),
+    ("v1-auto.wlab", "auto"),
+    #[cfg(feature = "blosc2")]
+    ("v1-blosc2.wlab", "blosc2:codec=zstd,level=5,shuffle=byte"),
+];
+const GOLDEN_STAGES_CHUNK: usize = 16 << 10;
+
+/// The synthetic model (every dtype, a tied pair, an empty and a 0-dim
+/// tensor) and what the special stages are for: constant tensors, masks
+/// and ids of a few values, float matrices with NaN and inf for the lossy
+/// ones.
+fn golden_stage_source() -> Vec<u8> {
+    let mut ts = synth::model(44);
+    let rep = |b: &[u8], n: usize| b.iter().copied().cycle().take(b.len() * n).collect::<Vec<u8>>();
+    ts.push(safetensors::OwnedTensor::new("const.zeros", DType::F32, vec![64, 64], vec![0; 64 * 64 * 4]));
+    ts.push(safetensors::OwnedTensor::new("const.half", DType::BF16, vec![32, 32], rep(&[0x00, 0x3f], 1024)));
+    let mask: Vec<u8> = (0..64 * 64).flat_map(|i| (if i % 64 <= i / 64 { 1.0f32 } else { 0.0 }).to_le_bytes()).collect();
+    ts.push(safetensors::OwnedTensor::new("mask.causal", DType::F32, vec![64, 64], mask));
+    let ids: Vec<u8> = (0..512i64).flat_map(|i| (i * i % 3).to_le_bytes()).collect();
+    ts.push(safetensors::OwnedTensor::new("ids.token_type", DType::I64, vec![512], ids));
+    let mut w = synth::weights(96 * 70, 0.05, 45);
+    w[100] = f64::NAN;
+    w[5000] = f64::NEG_INFINITY;
+    ts.push(safetensors::OwnedTensor::new("layer.0.w", DType::F32, vec![96, 70], synth::encode_floats(DType::F32, &w)));
+    ts.push(safetensors::OwnedTensor::new("layer.0.wb", DType::BF16, vec![70, 96], synth::encode_floats(DType::BF16, &w)));
+    safetensors::serialize(ts.iter().map(|t| t.view()), None).unwrap()
+}
+
+/// Writes [`GOLDEN_STAGES`] (made once):
+/// `WEIGHTLAB_BLESS=1 cargo test --features full --test archive bless_golden_stages -- --ignored`
+#[test]
+#[ignore]
+fn bless_golden_stages() {
+    bless(GOLDEN_STAGES, &golden_stage_source(), "v1-stage-source.sha256", GOLDEN_STAGES_CHUNK);
+}
+
+#[test]
+fn golden_stage_archives_decode_and_encode_the_same() {
+    let src = golden_stage_source();
+    let want = std::fs::read_to_string(format!("{GOLDEN_DIR}/v1-stage-source.sha256")).unwrap();
+    assert_eq!(weightlab::io::sha256_hex(&src), want.trim(), "synthetic generator changed");
+    for (name, spec) in GOLDEN_STAGES {
+        let arch = std::fs::read(format!("{GOLDEN_DIR}/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let a = Archive::open(&arch).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(a.header.version, 1, "{name}");
+        assert_eq!(a.index.source.sha256, want.trim(), "{name}");
+        let lossless = weightlab::codec::build(spec).unwrap().fidelity().is_lossless();
+        for t in a.index.tensors.iter().filter(|t| t.same_as.is_none()) {
+            if *spec == "auto" {
+                // the picks are recorded; each must still build from its ids
+                assert!(weightlab::codec::build_recorded(&t.codec, &t.stage_ids).is_ok(), "{name}: {}: {}", t.name, t.codec);
+                assert_ne!(t.codec, "auto", "{name}: {}", t.name);
+            } else {
+                assert_eq!(t.codec, *spec, "{name}: {}", t.name);
+            }
+        }
+        // decode: every chunk and tensor hash, the output's sha256 as recorded
+        let out = decode(&arch).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(weightlab::io::sha256_hex(&out), a.index.output_sha256, "{name}");
+        if lossless {
+            assert!(out == src, "{name}: a lossless golden decodes to other bytes");
+        } else {
+            assert!(!a.index.is_lossless(), "{name}");
+        }
+        // encode again: the same payload bytes and the same index (but the writer)
+        let again = compress(&src, spec, GOLDEN_STAGES_CHUNK);
+        let b = Archive::open(&again).unwrap();
+        let mut idx = b.index.clone();
+        idx.writer = a.index.writer.clone();
+        let end = |x: &[u8]| u64::from_le_bytes(x[x.len() - 40..x.len() - 32].try_into().unwrap()) as usize;
+        assert!(
+            arch[..end(&arch)] == again[..end(&again)] && idx == a.index,
+            "{name}: {spec} now encodes the golden source differently (see GOLDEN_STAGES)"
+        );
+    }
+}
