@@ -43,7 +43,7 @@ impl Mapped {
     /// removes every temporary output and exits with status 1 and a message,
     /// instead of a crash.
     pub fn open(path: &Path) -> Result<Mapped> {
-        let file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let file = open_input(path)?;
         let meta = file.metadata().map_err(|e| Error::io(format!("reading metadata of {}", path.display()), e))?;
         if meta.is_dir() {
             return Err(Error::invalid(format!("{} is a directory, not a file", path.display())));
@@ -98,6 +98,19 @@ impl Mapped {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping standard input", e))?;
         Ok(Mapped { map: Some(map), _input: input })
     }
+}
+
+/// Open a file the user named as an input. One that does not exist or may
+/// not be read is the user's input gone wrong (exit 2, in a sentence that
+/// says which); other failures are I/O errors.
+pub fn open_input(path: &Path) -> Result<File> {
+    File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::invalid(format!("{}: no such file or directory", path.display())),
+        std::io::ErrorKind::PermissionDenied => {
+            Error::invalid(format!("{}: permission denied (the file cannot be read)", path.display()))
+        }
+        _ => Error::io(format!("opening {}", path.display()), e),
+    })
 }
 
 /// The identity of a file: (device, inode) on Unix, the canonical path elsewhere.

@@ -34,6 +34,16 @@ fn threads_arg() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(0..=MAX_THREADS)
 }
 
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 2/8")?;
+    let (i, n): (usize, usize) =
+        (i.parse().map_err(|_| "I is not a number")?, n.parse().map_err(|_| "N is not a number")?);
+    if n == 0 || i == 0 || i > n || n > 65536 {
+        return Err(format!("{i}/{n}: I must be 1 to N, N 1 to 65536"));
+    }
+    Ok((i, n))
+}
+
 fn chunk_kib_arg() -> clap::builder::RangedU64ValueParser<u64> {
     clap::builder::RangedU64ValueParser::<u64>::new().range(1..=container::format::MAX_CHUNK_SIZE >> 10)
 }
@@ -99,7 +109,15 @@ enum Cmd {
         /// Decode every chunk again before writing it.
         #[arg(long)]
         check: bool,
+        /// Only slice I of N of a directory's files (1-based), for N processes or machines
+        /// writing into one output directory; `weightlab join-slices OUT_DIR` then makes its
+        /// manifest. Slices are deterministic and balanced by size.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<(usize, usize)>,
     },
+    /// Join the slice manifests that `compress DIR --shard I/N` runs wrote into OUT_DIR
+    /// into its manifest, once every slice has finished.
+    JoinSlices { dir: PathBuf },
     /// Decompress archives (FILE.wlab -> FILE) or compressed directories
     /// (DIR.wlab/ -> DIR/), byte for byte. `-` reads stdin.
     Decompress {
@@ -262,7 +280,16 @@ fn mb(bytes: u64) -> String {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = !cli.quiet;
     match cli.cmd {
-        Cmd::Compress { inputs, out, codec, threads, chunk_kib, no_dedup, check } => {
+        Cmd::JoinSlices { dir } => {
+            let m = weightlab::repo::join_slices(&dir, &weightlab::io::WriteOptions::default())?;
+            if !cli.quiet {
+                eprintln!("{}: joined, {} files, {}", dir.display(), m.files.len(), mb(m.total_size()));
+            }
+        }
+        Cmd::Compress { inputs, out, codec, threads, chunk_kib, no_dedup, check, shard } => {
+            if shard.is_some() && !(inputs.len() == 1 && inputs[0].is_dir() && out.output.is_some()) {
+                Err(weightlab::Error::invalid("--shard takes one directory input and -o OUT_DIR"))?;
+            }
             let opts = CompressOptions {
                 codec,
                 chunk_size: usize::try_from(chunk_kib << 10).context("chunk size")?,
@@ -272,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 progress,
             };
             for (input, target) in plan(&inputs, &out, Job::Compress)? {
-                compress_one(&input, &target, &opts, &out, cli.quiet)?;
+                compress_one(&input, &target, &opts, &out, shard, cli.quiet)?;
             }
         }
         Cmd::Decompress { inputs, out, threads } => {
@@ -593,13 +620,14 @@ fn compress_one(
     target: &Target,
     opts: &CompressOptions,
     out: &OutputArgs,
+    shard: Option<(usize, usize)>,
     quiet: bool,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let wopts = write_opts(out);
     let (size, written, shown) = match target {
         Target::Path(o) if input.is_dir() => {
-            let r = weightlab::repo::compress_dir(input, o, opts, &wopts)?;
+            let r = weightlab::repo::compress_dir_slice(input, o, opts, &wopts, shard)?;
             (r.bytes, r.stored_bytes, o.display().to_string())
         }
         Target::Path(o) if input.as_os_str() == "-" => {

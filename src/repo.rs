@@ -55,6 +55,49 @@ pub struct RepoManifest {
     pub version: u32,
     pub writer: String,
     pub files: Vec<RepoFile>,
+    /// Set in the partial manifest of one slice (`--shard I/N`); absent in
+    /// a whole one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<Slice>,
+}
+
+/// What a slice's partial manifest says of its place in the whole job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    /// 1-based, as `--shard I/N` says it.
+    pub index: usize,
+    pub count: usize,
+    /// sha256 of the whole listing (every path and size, in order): slices
+    /// of different inputs cannot be joined.
+    pub listing_sha256: String,
+    /// How many files the whole listing has.
+    pub listing_len: usize,
+    /// Each of `files`' position in the whole listing.
+    pub positions: Vec<usize>,
+}
+
+/// The file name of slice `i` of `n`'s partial manifest.
+pub fn slice_manifest_name(i: usize, n: usize) -> String {
+    format!("weightlab-manifest.{i}-of-{n}.json")
+}
+
+/// The files of slice `i` (1-based) of `n`: deterministic from the listing
+/// alone, balanced by size (largest first, each to the slice with the
+/// fewest bytes so far, ties to the lowest slice).
+pub fn slice_of(sizes: &[u64], i: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    let mut load = vec![0u64; n];
+    let mut mine = Vec::new();
+    for k in order {
+        let s = (0..n).min_by_key(|&j| (load[j], j)).expect("n >= 1");
+        load[s] += sizes[k];
+        if s + 1 == i {
+            mine.push(k);
+        }
+    }
+    mine.sort_unstable();
+    mine
 }
 
 impl RepoManifest {
@@ -78,14 +121,25 @@ impl RepoManifest {
                 m.version
             )));
         }
+        if m.slice.is_some() {
+            return Err(Error::invalid(format!(
+                "{}: a slice's partial manifest; join the slices first (weightlab join-slices)",
+                p.display()
+            )));
+        }
+        m.check_paths(&p)?;
+        Ok(m)
+    }
+
+    fn check_paths(&self, p: &Path) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
-        for f in &m.files {
+        for f in &self.files {
             safe_relative(&f.path).and_then(|_| safe_relative(&f.stored_path)).context(p.display())?;
             if !seen.insert(f.path.as_str()) {
                 return Err(Error::corrupt(format!("{}: '{}' is listed twice", p.display(), f.path)));
             }
         }
-        Ok(m)
+        Ok(())
     }
 }
 
@@ -184,14 +238,43 @@ fn copy_hashed(from: &Path, to: &Path, wopts: &WriteOptions) -> Result<(String, 
 
 /// Compress a model directory into `output` (a directory of the same shape).
 pub fn compress_dir(input: &Path, output: &Path, opts: &CompressOptions, wopts: &WriteOptions) -> Result<RepoReport> {
+    compress_dir_slice(input, output, opts, wopts, None)
+}
+
+/// [`compress_dir`] of one slice `(i, n)` of the files (`--shard I/N`):
+/// slices run as separate processes or machines into one output directory,
+/// each writing its partial manifest; [`join_slices`] makes the whole one.
+pub fn compress_dir_slice(
+    input: &Path,
+    output: &Path,
+    opts: &CompressOptions,
+    wopts: &WriteOptions,
+    slice: Option<(usize, usize)>,
+) -> Result<RepoReport> {
     check_dirs(input, output)?;
-    if !wopts.overwrite && std::fs::symlink_metadata(output.join(MANIFEST_NAME)).is_ok() {
-        return Err(crate::io::exists_error(&output.join(MANIFEST_NAME)));
+    if let Some((i, n)) = slice
+        && (n == 0 || i == 0 || i > n)
+    {
+        return Err(Error::invalid(format!("--shard {i}/{n}: I must be 1 to N")));
+    }
+    let manifest_name = slice.map_or_else(|| MANIFEST_NAME.to_string(), |(i, n)| slice_manifest_name(i, n));
+    if !wopts.overwrite && std::fs::symlink_metadata(output.join(&manifest_name)).is_ok() {
+        return Err(crate::io::exists_error(&output.join(manifest_name)));
     }
     let files = list_files(input)?;
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|rel| std::fs::metadata(input.join(rel)).map(|m| m.len()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(format!("reading {}", input.display()), e))?;
+    let mine: Vec<usize> = match slice {
+        Some((i, n)) => slice_of(&sizes, i, n),
+        None => (0..files.len()).collect(),
+    };
     let mut report = RepoReport::default();
-    let mut entries = Vec::with_capacity(files.len());
-    for rel in &files {
+    let mut entries = Vec::with_capacity(mine.len());
+    for &k in &mine {
+        let rel = &files[k];
         let src = input.join(rel);
         let name = slash(rel);
         let is_st = rel.extension().is_some_and(|e| e == "safetensors");
@@ -218,17 +301,110 @@ pub fn compress_dir(input: &Path, output: &Path, opts: &CompressOptions, wopts: 
         report.bytes += entry.size;
         entries.push(entry);
     }
+    let slice = slice.map(|(index, count)| {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (rel, size) in files.iter().zip(&sizes) {
+            h.update(format!("{}\t{size}\n", slash(rel)).as_bytes());
+        }
+        Slice { index, count, listing_sha256: crate::io::hex(&h.finalize()), listing_len: files.len(), positions: mine }
+    });
+    write_manifest(output, &manifest_name, entries, slice, wopts)?;
+    Ok(report)
+}
+
+fn write_manifest(
+    dir: &Path,
+    name: &str,
+    files: Vec<RepoFile>,
+    slice: Option<Slice>,
+    wopts: &WriteOptions,
+) -> Result<()> {
     let m = RepoManifest {
         format: MANIFEST_FORMAT.into(),
         version: MANIFEST_VERSION,
         writer: format!("weightlab {}", env!("CARGO_PKG_VERSION")),
-        files: entries,
+        files,
+        slice,
     };
     let json = serde_json::to_vec_pretty(&m).map_err(|e| Error::invalid(format!("serializing the manifest: {e}")))?;
-    crate::io::write_atomic_opts(&output.join(MANIFEST_NAME), wopts, |w| {
+    crate::io::write_atomic_opts(&dir.join(name), wopts, |w| {
         std::io::Write::write_all(w, &json).map_err(|e| Error::io("writing the manifest", e))
-    })?;
-    Ok(report)
+    })
+}
+
+/// Join the partial manifests of slices 1..=N in `dir` into its whole
+/// manifest (the one a single process writes), and remove them. Every
+/// slice must be there, of the same listing, and together cover it once.
+pub fn join_slices(dir: &Path, wopts: &WriteOptions) -> Result<RepoManifest> {
+    let mut parts: Vec<(PathBuf, RepoManifest)> = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    for e in rd {
+        let e = e.map_err(|err| Error::io(format!("listing {}", dir.display()), err))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("weightlab-manifest.") && name.contains("-of-") && name.ends_with(".json")) {
+            continue;
+        }
+        let bytes = std::fs::read(e.path()).map_err(|err| Error::io(format!("reading {}", e.path().display()), err))?;
+        let m: RepoManifest = serde_json::from_slice(&bytes)
+            .map_err(|err| Error::corrupt(format!("{}: does not parse: {err}", e.path().display())))?;
+        m.check_paths(&e.path())?;
+        parts.push((e.path(), m));
+    }
+    let Some(first) = parts.first().and_then(|(_, m)| m.slice.clone()) else {
+        return Err(Error::invalid(format!(
+            "{}: no slice manifests (weightlab-manifest.I-of-N.json) to join",
+            dir.display()
+        )));
+    };
+    let mut by_index: Vec<Option<&RepoManifest>> = vec![None; first.count];
+    for (p, m) in &parts {
+        let s = m.slice.as_ref().ok_or_else(|| Error::corrupt(format!("{}: not a slice manifest", p.display())))?;
+        if s.count != first.count || s.listing_sha256 != first.listing_sha256 || s.listing_len != first.listing_len {
+            return Err(Error::invalid(format!(
+                "{}: slice {}/{} of another job (a different input or slice count) than slice {}/{}",
+                p.display(),
+                s.index,
+                s.count,
+                first.index,
+                first.count
+            )));
+        }
+        if s.positions.len() != m.files.len() || s.index == 0 || s.index > s.count {
+            return Err(Error::corrupt(format!("{}: its slice record does not match its files", p.display())));
+        }
+        by_index[s.index - 1] = Some(m);
+    }
+    if let Some(missing) = by_index.iter().position(Option::is_none) {
+        return Err(Error::invalid(format!(
+            "{}: slice {}/{} has not finished (its manifest is missing)",
+            dir.display(),
+            missing + 1,
+            first.count
+        )));
+    }
+    let mut at: Vec<Option<RepoFile>> = vec![None; first.listing_len];
+    for m in by_index.into_iter().flatten() {
+        let s = m.slice.as_ref().expect("checked");
+        for (&k, f) in s.positions.iter().zip(&m.files) {
+            let slot = at
+                .get_mut(k)
+                .ok_or_else(|| Error::corrupt(format!("slice {}: position {k} past the listing", s.index)))?;
+            if slot.replace(f.clone()).is_some() {
+                return Err(Error::corrupt(format!("file #{k} ('{}') is in two slices", f.path)));
+            }
+        }
+    }
+    let files: Vec<RepoFile> = at
+        .into_iter()
+        .enumerate()
+        .map(|(k, f)| f.ok_or_else(|| Error::corrupt(format!("file #{k} of the listing is in no slice"))))
+        .collect::<Result<_>>()?;
+    write_manifest(dir, MANIFEST_NAME, files, None, wopts)?;
+    for (p, _) in &parts {
+        let _ = std::fs::remove_file(p);
+    }
+    RepoManifest::load(dir)
 }
 
 /// Give a compressed directory back as the original directory.

@@ -271,9 +271,13 @@ fn malformed_inputs_exit_2_and_messages_say_it_once() {
         let o = run_in(d, &["analyze", "bad.safetensors"]);
         assert_eq!(o.status.code(), Some(2), "{what} (analyze): {}", stderr(&o));
     }
+    // a missing input is the user's input gone wrong (2), said once in a sentence
     let o = run_in(d, &["compress", "missing.safetensors", "-o", "x.wlab"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o).to_lowercase().matches("no such file or directory").count(), 1, "{}", stderr(&o));
+    // an I/O error's OS text is said once (it was "... (os error 2) (i/o error): ... (os error 2)")
+    let e = anyhow::Error::from(weightlab::Error::io("writing x", std::io::Error::from_raw_os_error(28)));
+    assert_eq!(format!("{e:#}").matches("os error 28").count(), 1, "{e:#}");
     // a directory where a file is wanted is named as such (it was "mapping .: No such device")
     let o = run_in(d, &["analyze", "."]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
