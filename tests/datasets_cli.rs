@@ -70,6 +70,16 @@ fn fetch_through_a_mirror_with_variants_then_offline_from_the_cache() {
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     let s2 = String::from_utf8_lossy(&again.stdout);
     assert_eq!(s2.lines().filter(|l| l.contains("\tcache\t")).count(), 3, "{s2}");
+    // a cached file damaged since: fetch says it removes it, then fetches it again
+    let cached = std::path::PathBuf::from(lines[0].rsplit('\t').next().unwrap());
+    let mut b = std::fs::read(&cached).unwrap();
+    b[20] ^= 1;
+    std::fs::write(&cached, &b).unwrap();
+    let out = run(&["--no-hub"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: the cached") && err.contains("removed it, it will be fetched again"), "{err}");
+    assert_eq!(std::fs::read(&cached).unwrap(), data);
     // a wrong pinned hash is exit code 4 (hash mismatch)
     let bad = std::fs::read_to_string(&man).unwrap().replace(&sha, &"0".repeat(64)).replace("toy-cli", "toy-cli-bad");
     let bad_man = dir.path().join("toy-cli-bad.toml");
