@@ -28,9 +28,16 @@ report experiment="bf16-planes":
     exp="${exp#experiment=}"
     cargo run --release --features {{features}} -- report "${exp}"
 
-# Unit, integration and CLI tests (one real-model test fetches MiniLM once into the cache).
-test:
+# (one real-model test fetches MiniLM once into the cache)
+# Unit, integration and CLI tests, then the Python package's (test-python).
+test: && test-python
     cargo test --features {{features}} --no-fail-fast
+
+# venv python/.venv, maturin/numpy/ml_dtypes/pytest from PyPI (a SKIPPED line
+# without PyPI), the package built and installed, pytest: see python/test.sh.
+# The Python package's tests (python/tests).
+test-python:
+    python/test.sh
 
 # Installs cargo-fuzz if missing; new inputs go to fuzz/corpus-work, crashes
 # to fuzz/artifacts (see fuzz/README.md). `just test` replays the committed
