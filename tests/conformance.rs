@@ -46,7 +46,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use weightlab::codec::float::testdata;
 use weightlab::codec::simd::{self, Level};
-use weightlab::codec::{self, ChunkInfo, Codec, ErrorBound, Fidelity, REGISTRY, StageKind, build, entropy};
+use weightlab::codec::{self, ChunkInfo, Codec, Fidelity, REGISTRY, StageKind, build, entropy};
 use weightlab::container::{self, Archive, CompressOptions, DecodeOptions};
 use weightlab::metrics::error::error_stats;
 use weightlab::tensor::synth::{self, Rng};
@@ -228,6 +228,16 @@ fn try_decode(c: &dyn Codec, case: &Case, enc: &[u8], len: usize, what: &str) ->
     let r = catch_unwind(AssertUnwindSafe(|| peak_during(|| codec::decode_all(c, &case.info(), enc, len))));
     match r {
         Ok((res, peak)) => {
+            if let Err(e) = &res {
+                // damage (and a length from a lying index) is the archive's fault: exit 3
+                assert!(
+                    matches!(e.kind(), weightlab::ErrorKind::Corruption | weightlab::ErrorKind::Truncated),
+                    "{}: {} ({what}): a damaged stream gave {:?}: {e}",
+                    c.spec(),
+                    case.name,
+                    e.kind()
+                );
+            }
             assert!(
                 peak <= alloc_bound(len),
                 "{}: {} ({what}): decoding {len} bytes allocated {peak} bytes at once (bound {})",
@@ -412,7 +422,7 @@ fn damaged_streams_fail_cleanly() {
                 }
             }
             let unit = case.dtype.split_unit().max(1);
-            for len in [0, n.saturating_sub(unit), n + unit, 2 * n + 2 * unit, 64 * n + 64] {
+            for len in [0, n.saturating_sub(unit), n + 1, n + unit, 2 * n + 2 * unit, 64 * n + 64] {
                 let _ = try_decode(&*c, &case, &enc, len, &format!("decoded into {len} bytes"));
             }
         }

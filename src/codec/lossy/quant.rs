@@ -222,7 +222,7 @@ impl Codec for BlockQuant {
         };
         let w = fk.size();
         if !out.len().is_multiple_of(w) {
-            return Err(Error::invalid(format!("{what}: {} bytes is not whole {} elements", out.len(), info.dtype)));
+            return Err(Error::corrupt(format!("{what}: {} bytes is not whole {} elements", out.len(), info.dtype)));
         }
         let n = out.len() / w;
         let kind = r.u8()?;

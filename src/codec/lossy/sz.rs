@@ -362,7 +362,7 @@ impl Codec for Sz {
         }
         let w = fk.size();
         if !out.len().is_multiple_of(w) {
-            return Err(Error::invalid(format!("sz: {} bytes is not whole {} elements", out.len(), info.dtype)));
+            return Err(Error::corrupt(format!("sz: {} bytes is not whole {} elements", out.len(), info.dtype)));
         }
         let n = out.len() / w;
         let pred_byte = rd.u8()?;
