@@ -31,7 +31,7 @@ fi
 # The package as a user installs it (pip install ./python), with the venv's
 # maturin (no build isolation: nothing more to fetch) and the profile chosen.
 echo "test-python: building the package (cargo profile $profile) into python/target"
-MATURIN_PEP517_ARGS="--profile $profile" timeout 1800 "$venv/bin/python" -m pip install -q \
+PATH="$PWD/$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" timeout 1800 "$venv/bin/python" -m pip install -q \
   --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall .
 # `pytest`, not `python -m pytest`: the installed package is tested, not
 # the source folder (which has no compiled module).

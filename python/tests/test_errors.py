@@ -68,11 +68,20 @@ def test_a_damaged_index(small):
         weightlab.safe_open(arc)
 
 
-def test_missing_file_is_an_os_error(tmp_path):
-    with pytest.raises(OSError) as e:
+def test_missing_file_names_it(tmp_path):
+    # the library reports a missing input as invalid input (exit 2), in a sentence
+    with pytest.raises(weightlab.InvalidInputError, match="missing.wlab: no such file") as e:
         wnp.load_file(tmp_path / "missing.wlab")
-    assert isinstance(e.value, weightlab.WeightlabIOError)
-    assert "missing.wlab" in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_an_os_error_is_an_os_error(tmp_path):
+    p = write_safetensors(str(tmp_path / "a.safetensors"), [("x", "F32", (4,), tensor_bytes("F32", (4,), 1))])
+    (tmp_path / "plain").write_text("a file, not a directory")
+    with pytest.raises(OSError) as e:
+        weightlab.compress_file(p, tmp_path / "plain" / "a.wlab")
+    assert isinstance(e.value, weightlab.WeightlabIOError) and e.value.exit_code == 1
+    assert "plain" in str(e.value)
 
 
 def test_bad_input_and_bad_spec(small, tmp_path):
