@@ -662,3 +662,56 @@ fn the_level_switch_caps_every_dispatch() {
     assert_eq!(Level::parse("avx512"), Some(Level::Avx512));
     assert_eq!(Level::parse("sse2"), None);
 }
+
+/// The environment switch, end to end: the tool writes the same archive
+/// under `WEIGHTLAB_SIMD=scalar|avx2|avx512`, under `WEIGHTLAB_NO_AVX512=1`
+/// and by default, and reads it back under each; an unknown level is
+/// reported on stderr and ignored.
+#[test]
+fn the_environment_switch_gives_the_same_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("m.safetensors");
+    let mut cs = vec![case("w.bf16".into(), DType::BF16, testdata::gaussian(DType::BF16, 70_001, 0.05, 31))];
+    cs.push(case("w.f32".into(), DType::F32, testdata::gaussian(DType::F32, 20_000, 0.05, 32)));
+    std::fs::write(&input, file_of(&cs)).unwrap();
+    let envs: &[(&str, &str)] = &[
+        ("", ""),
+        ("WEIGHTLAB_SIMD", "scalar"),
+        ("WEIGHTLAB_SIMD", "avx2"),
+        ("WEIGHTLAB_SIMD", "avx512"),
+        ("WEIGHTLAB_NO_AVX512", "1"),
+        ("WEIGHTLAB_SIMD", "sse9"),
+    ];
+    let mut first: Option<Vec<u8>> = None;
+    for (i, (k, v)) in envs.iter().enumerate() {
+        let out = dir.path().join(format!("m{i}.wlab"));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_weightlab"));
+        cmd.env_remove("WEIGHTLAB_SIMD").env_remove("WEIGHTLAB_NO_AVX512");
+        if !k.is_empty() {
+            cmd.env(k, v);
+        }
+        let o = cmd
+            .args(["compress", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--codec", "exp"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{k}={v}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stderr).contains("ignoring WEIGHTLAB_SIMD"), *v == "sse9", "{k}={v}");
+        let arch = std::fs::read(&out).unwrap();
+        match &first {
+            None => first = Some(arch),
+            Some(f) => assert!(*f == arch, "{k}={v}: another archive than by default"),
+        }
+        let back = dir.path().join(format!("m{i}.safetensors"));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_weightlab"));
+        cmd.env_remove("WEIGHTLAB_SIMD").env_remove("WEIGHTLAB_NO_AVX512");
+        if !k.is_empty() {
+            cmd.env(k, v);
+        }
+        let o = cmd
+            .args(["decompress", dir.path().join("m0.wlab").to_str().unwrap(), "-o", back.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{k}={v}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(std::fs::read(&back).unwrap() == std::fs::read(&input).unwrap(), "{k}={v}: decompressed file differs");
+    }
+}
