@@ -62,3 +62,9 @@ build:
 # Lints as CI would want them.
 lint:
     cargo clippy --features {{features}} --all-targets -- -D warnings
+
+# The fidelity evaluator (candle, in-process) against the reference Python stack
+# (torch, transformers, sentence-transformers in a venv under target/):
+# writes reports/fidelity-check/RESULTS.md.
+fidelity-check:
+    bash reports/fidelity-check/run.sh

@@ -27,6 +27,11 @@ pub struct EvalArgs {
     /// Use only the cache: no network.
     #[arg(long)]
     pub offline: bool,
+    /// Also write the original model's inputs and outputs to this JSON file
+    /// (texts, token ids, embeddings or perplexity): what the reference check
+    /// (reports/fidelity-check) compares with transformers / sentence-transformers.
+    #[arg(long)]
+    pub dump: Option<PathBuf>,
 }
 
 pub fn run(args: &EvalArgs, verbose: bool) -> anyhow::Result<()> {
@@ -46,6 +51,10 @@ pub fn run(args: &EvalArgs, verbose: bool) -> anyhow::Result<()> {
         );
     }
     let r = ev.evaluate(&args.codec, args.threads)?;
+    if let Some(p) = &args.dump {
+        let v = ev.dump(&r);
+        crate::io::write_atomic(p, |w| serde_json::to_writer(&mut *w, &v).map_err(std::io::Error::other))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

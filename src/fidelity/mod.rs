@@ -121,6 +121,8 @@ pub struct Evaluator {
     pub sha256: String,
     map: crate::io::Mapped,
     reference: Reference,
+    /// The input texts (for the causal LM, one: the perplexity text).
+    pub texts: Vec<String>,
     /// Seconds spent loading and running the original.
     pub seconds_setup: f64,
 }
@@ -169,14 +171,16 @@ impl Evaluator {
         })?;
         let (weights, sha256, derived, variant) = weights_of(dataset, variant, opts)?;
         let map = crate::io::Mapped::open(&weights)?;
+        let mut inputs = Vec::new();
         let reference = match task {
             Task::SentenceEmbedding => {
                 let bert = embed::Bert::load(dataset, opts)?;
-                let texts = match texts {
+                inputs = match texts {
                     Some(t) => t,
                     None => texts::default_embedding_texts(opts)?,
                 };
-                let ids = bert.encode(&texts)?;
+                let texts = &inputs;
+                let ids = bert.encode(texts)?;
                 let model = bert.model(map.bytes())?;
                 let original = bert.embed(&model, &ids)?;
                 Reference::Embedding { bert: Box::new(bert), ids, original }
@@ -190,6 +194,7 @@ impl Evaluator {
                     None => texts::default_lm_text(opts)?,
                 };
                 let enc = tok.encode(text.as_str(), false).map_err(|e| Error::invalid(format!("tokenizing: {e}")))?;
+                inputs.push(text);
                 let windows = lm::windows(enc.get_ids(), lm::MAX_TOKENS);
                 if windows.is_empty() {
                     return Err(Error::invalid("the perplexity text has fewer than 2 tokens"));
@@ -207,6 +212,7 @@ impl Evaluator {
             sha256,
             map,
             reference,
+            texts: inputs,
             seconds_setup: t0.elapsed().as_secs_f64(),
         })
     }
@@ -222,6 +228,31 @@ impl Evaluator {
             Reference::Embedding { ids, .. } => ids,
             Reference::CausalLm { windows, .. } => windows,
         }
+    }
+
+    /// The original model's inputs and outputs as JSON: the texts, their token
+    /// ids and embeddings, or the perplexity text's windows and perplexity
+    /// (from a report of this evaluator).
+    pub fn dump(&self, r: &Report) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "dataset": self.dataset, "variant": self.variant, "derived": self.derived,
+            "weights": self.weights, "sha256": self.sha256, "task": self.task,
+        });
+        match &self.reference {
+            Reference::Embedding { bert, ids, original } => {
+                v["max_seq_length"] = bert.max_seq_length.into();
+                v["texts"] = serde_json::json!(self.texts);
+                v["ids"] = serde_json::json!(ids);
+                v["embeddings"] = serde_json::json!(original);
+            }
+            Reference::CausalLm { windows, .. } => {
+                v["text"] = serde_json::json!(self.texts.join("\n"));
+                v["windows"] = serde_json::json!(windows);
+                v["ppl_original"] = serde_json::json!(r.metrics.ppl_original);
+                v["n_predicted"] = serde_json::json!(r.metrics.n_inputs);
+            }
+        }
+        v
     }
 
     /// The original model's embeddings (sentence-embedding tasks).

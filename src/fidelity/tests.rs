@@ -31,8 +31,18 @@ fn bits(v: &[Vec<f32>]) -> Vec<u32> {
 
 #[test]
 fn minilm_lossless_is_exact_and_lossy_is_close() {
-    let Some(ev) = evaluator("all-minilm-l6-v2", "original", None) else { return };
-    assert_eq!(ev.inputs().len(), texts::N_TEXTS);
+    // the default set has its 300 texts; the model runs on the first 64 (CI time)
+    let all = match texts::default_embedding_texts(&opts()) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::Network => {
+            eprintln!("SKIPPED: the embedding texts could not be fetched here ({})", e.message());
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(all.len(), texts::N_TEXTS);
+    let Some(ev) = evaluator("all-minilm-l6-v2", "original", Some(all[..64].to_vec())) else { return };
+    assert_eq!(ev.inputs().len(), 64);
     let orig = ev.original_embeddings().unwrap();
     assert_eq!(orig[0].len(), 384);
     for e in orig {
