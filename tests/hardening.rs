@@ -129,7 +129,7 @@ fn lying_archives() -> Vec<(&'static str, Vec<u8>)> {
     let two = {
         let a = safetensors::OwnedTensor::new("a", DType::U8, vec![8], vec![1; 8]);
         let b = safetensors::OwnedTensor::new("b", DType::U8, vec![8], vec![2; 8]);
-        safetensors::serialize([a.view(), b.view()].into_iter(), None).unwrap()
+        safetensors::serialize([a.view(), b.view()], None).unwrap()
     };
     let arch2 = compress_bytes(&two, "raw", 4096);
     let mut i = Archive::open(&arch2).unwrap().index;
@@ -308,8 +308,7 @@ fn out_of_range_numbers_are_refused() {
     }
     assert!(!d.join("o.wlab").exists());
     let opts = CompressOptions { chunk_size: 0, ..Default::default() };
-    let e =
-        container::compress(&std::fs::read(d.join("m.safetensors")).unwrap(), "m", &mut Vec::new(), &opts).unwrap_err();
+    let e = container::compress(&std::fs::read(d.join("m.safetensors")).unwrap(), "m", Vec::new(), &opts).unwrap_err();
     assert_eq!(e.kind(), weightlab::ErrorKind::InvalidInput, "{e}");
 }
 
