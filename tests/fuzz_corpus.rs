@@ -55,7 +55,7 @@ fn regressions_replay_clean() {
         replay(name, &dir.join(name));
     }
     // every regression file sits under a target's directory
-    for p in files(&dir) {
+    if let Some(p) = files(&dir).first() {
         panic!("{} is not under a target's directory", p.display());
     }
     if let Ok(rd) = std::fs::read_dir(&dir) {
