@@ -3,14 +3,17 @@
 # python/.venv (made on first use). Needs Python 3.9+ with venv and pip, and
 # PyPI (or its mirror) for maturin, numpy, ml_dtypes and pytest; when pip
 # cannot reach it, a SKIPPED line is printed and the recipe succeeds.
-# WEIGHTLAB_PY_PROFILE=release|dev picks the cargo profile (default below,
-# the faster cold build on the 2-core machine). torch's tests run only in a
-# venv that has torch (pip install torch there).
+# WEIGHTLAB_PY_PROFILE=release|dev picks the cargo profile. release is the
+# default: what `pip install ./python` builds (so the two share python/target),
+# and cold on the 2-core machine it took 804 s against the dev profile's
+# 1091 s (both under a load of 10-12 from other work, so only roughly: the
+# dev profile keeps opt-level 3 for the codecs' crates and saves little).
+# torch's tests run only in a venv that has torch (pip install torch there).
 set -euo pipefail
 cd "$(dirname "$0")"
 py=${PYTHON:-python3}
 venv=.venv
-profile=${WEIGHTLAB_PY_PROFILE:-dev}
+profile=${WEIGHTLAB_PY_PROFILE:-release}
 skip() { echo "test-python: SKIPPED: $*"; exit 0; }
 
 command -v "$py" >/dev/null 2>&1 || skip "no $py on PATH"

@@ -460,6 +460,13 @@ fn manifest(path: PathBuf) -> PyResult<Vec<ManifestRow>> {
         .collect())
 }
 
+/// Make the C allocator keep freed memory for reuse, process-wide (what the
+/// command-line tool does at its start; see `weightlab::io::keep_freed_memory`).
+#[pyfunction]
+fn keep_freed_memory() {
+    weightlab::io::keep_freed_memory();
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -470,6 +477,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_path, m)?)?;
     m.add_function(wrap_pyfunction!(is_compressed_dir, m)?)?;
     m.add_function(wrap_pyfunction!(manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;
     m.add("SUFFIX", repo::SUFFIX)?;
     m.add("MANIFEST_NAME", repo::MANIFEST_NAME)?;
     m.add("VERSION", env!("CARGO_PKG_VERSION"))?;

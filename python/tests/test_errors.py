@@ -19,6 +19,10 @@ def small(tmp_path):
     return p, p + ".wlab"
 
 
+def test_keep_freed_memory_is_callable():
+    weightlab.keep_freed_memory()
+
+
 def test_the_hierarchy():
     for name in errors.__all__:
         cls = getattr(weightlab, name)

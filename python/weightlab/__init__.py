@@ -75,4 +75,16 @@ def is_compressed_dir(path):
     return _native.is_compressed_dir(os.fspath(path))
 
 
-__all__ = ["safe_open", "compress_file", "decompress_file", "verify", "is_compressed_dir", "errors"] + errors.__all__
+def keep_freed_memory():
+    """Make the C allocator (glibc) keep freed memory for reuse instead of
+    handing it back to the kernel, for the whole process: the codecs
+    allocate and free chunk-sized buffers, and fresh pages cost page faults
+    each time. The command-line tool does this at its start; a library must
+    not change its host process unasked, so here it is a choice. Measured
+    on a 269 MB BF16 archive, two threads, ``numpy.load_file``: about 20 %
+    faster (on a machine loaded by other work). The cost: freed memory stays
+    resident (up to 1 GB). Does nothing off glibc."""
+    _native.keep_freed_memory()
+
+
+__all__ = ["safe_open", "compress_file", "decompress_file", "verify", "is_compressed_dir", "keep_freed_memory", "errors"] + errors.__all__
