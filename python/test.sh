@@ -8,11 +8,12 @@
 # and cold on the 2-core machine it took 804 s against the dev profile's
 # 1091 s (both under a load of 10-12 from other work, so only roughly: the
 # dev profile keeps opt-level 3 for the codecs' crates and saves little).
-# torch's tests run only in a venv that has torch (pip install torch there).
+# WEIGHTLAB_PY_VENV: another venv (default python/.venv). torch's tests run
+# only in a venv that has torch (pip install torch there).
 set -euo pipefail
 cd "$(dirname "$0")"
 py=${PYTHON:-python3}
-venv=.venv
+venv=${WEIGHTLAB_PY_VENV:-.venv}
 profile=${WEIGHTLAB_PY_PROFILE:-release}
 skip() { echo "test-python: SKIPPED: $*"; exit 0; }
 
@@ -20,6 +21,7 @@ command -v "$py" >/dev/null 2>&1 || skip "no $py on PATH"
 if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv" || { rm -rf "$venv"; skip "$py cannot make a venv (python3-venv missing?)"; }
 fi
+venv=$(cd "$venv" && pwd)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 if ! timeout 900 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
@@ -34,7 +36,7 @@ fi
 # The package as a user installs it (pip install ./python), with the venv's
 # maturin (no build isolation: nothing more to fetch) and the profile chosen.
 echo "test-python: building the package (cargo profile $profile) into python/target"
-PATH="$PWD/$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" timeout 1800 "$venv/bin/python" -m pip install -q \
+PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" timeout 1800 "$venv/bin/python" -m pip install -q \
   --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall .
 # `pytest`, not `python -m pytest`: the installed package is tested, not
 # the source folder (which has no compiled module).
