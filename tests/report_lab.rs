@@ -83,6 +83,7 @@ fn rows() -> Vec<ResultRow> {
                 psnr: lossy.then_some(if *ratio < 0.3 { 30.0 } else { 50.0 }),
                 bound_held: lossy.then_some(true),
                 note: String::new(),
+                ..Default::default()
             });
         }
     }

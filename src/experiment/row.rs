@@ -59,4 +59,20 @@ pub struct ResultRow {
     pub bound_held: Option<bool>,
     /// Free-form note (e.g. why a peer is unavailable).
     pub note: String,
+    /// Model fidelity (`[fidelity]`, whole-file cells; see `weightlab eval`):
+    /// archive bits per model element.
+    pub bits_per_weight: Option<f64>,
+    /// Sentence embeddings: per-text cosine, original vs decoded model.
+    pub cosine_mean: Option<f64>,
+    pub cosine_p1: Option<f64>,
+    pub cosine_min: Option<f64>,
+    /// Sentence embeddings: overlap of each text's 10 nearest neighbours.
+    pub top10_agreement: Option<f64>,
+    /// Causal LM: perplexity of the original and the decoded model, change in %.
+    pub ppl_original: Option<f64>,
+    pub ppl: Option<f64>,
+    pub ppl_delta_pct: Option<f64>,
+    /// Causal LM: same next-token argmax; mean KL(original || decoded) in nats.
+    pub top1_agreement: Option<f64>,
+    pub kl_mean: Option<f64>,
 }

@@ -19,13 +19,13 @@
 //!   the one that measured it (`.resume.build`: a rebuilt tool measures
 //!   every cell again instead of reporting the old build's numbers).
 
-use crate::metrics::error::{ErrorAccumulator, ErrorStats};
 use super::peers::{self, PeerSpec};
 use super::row::ResultRow;
 use super::spec::Experiment;
 use crate::codec::{self, ChunkInfo, Codec, Fidelity};
 use crate::container::{self, Archive, CompressOptions, DecodeOptions, chunk_ranges};
 use crate::error::{Error, Result, ResultExt};
+use crate::metrics::error::{ErrorAccumulator, ErrorStats};
 use crate::tensor::{SafeTensors, TensorInfo, TensorView};
 use rayon::ThreadPool;
 use rayon::prelude::*;
@@ -105,6 +105,17 @@ pub fn resolve_inputs(exp: &Experiment, progress: bool) -> Result<Vec<InputFile>
 
 fn resolve_named(name: &str, variants: &[String], progress: bool) -> Result<Vec<InputFile>> {
     let opts = crate::datasets::FetchOptions { progress, ..Default::default() };
+    // the GGUF causal LM: its BF16 import (the only variant there is)
+    #[cfg(feature = "fidelity")]
+    if name == crate::fidelity::gguf::DATASET {
+        if variants.iter().any(|v| v != "bf16") {
+            return Err(Error::invalid(format!(
+                "dataset '{name}': only its bf16 import can be measured (variants = [\"bf16\"])"
+            )));
+        }
+        let imp = crate::fidelity::gguf::import(&opts).with_context(|| format!("dataset '{name}'"))?;
+        return Ok(vec![InputFile { dataset: name.into(), variant: "bf16".into(), derived: true, path: imp.weights }]);
+    }
     let files = crate::datasets::resolve(name, variants, &opts).with_context(|| format!("dataset '{name}'"))?;
     Ok(files
         .into_iter()
@@ -124,7 +135,20 @@ pub fn tensor_class(name: &str) -> &'static str {
         "bias"
     } else if has(&["attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value", "qkv"]) {
         "attention"
-    } else if has(&["mlp", "ffn", "intermediate", "output.dense", "fc1", "fc2", "gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"]) {
+    } else if has(&[
+        "mlp",
+        "ffn",
+        "intermediate",
+        "output.dense",
+        "fc1",
+        "fc2",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "w1",
+        "w2",
+        "w3",
+    ]) {
         "mlp"
     } else {
         "other"
@@ -270,13 +294,26 @@ fn inner_for(secs: f64) -> u32 {
     if secs <= 0.0 { MAX_INNER } else { ((MIN_PASS_SECS / secs).ceil() as u32).clamp(1, MAX_INNER) }
 }
 
-fn check_tensor(c: &dyn Codec, dtype: crate::tensor::DType, original: &[u8], decoded: &[u8]) -> (bool, Option<ErrorStats>, String) {
+fn check_tensor(
+    c: &dyn Codec,
+    dtype: crate::tensor::DType,
+    original: &[u8],
+    decoded: &[u8],
+) -> (bool, Option<ErrorStats>, String) {
     let (lossless, _, bound) = bound_of(c.fidelity());
     if lossless {
-        return (original == decoded, None, if original == decoded { String::new() } else { "round trip differs".into() });
+        return (
+            original == decoded,
+            None,
+            if original == decoded { String::new() } else { "round trip differs".into() },
+        );
     }
     if original == decoded {
-        return (true, Some(ErrorStats { n: 0, bound_held: bound.map(|_| true), psnr: f64::INFINITY, ..Default::default() }), String::new());
+        return (
+            true,
+            Some(ErrorStats { n: 0, bound_held: bound.map(|_| true), psnr: f64::INFINITY, ..Default::default() }),
+            String::new(),
+        );
     }
     let mut acc = ErrorAccumulator::new(bound);
     match acc.add(dtype, original, decoded) {
@@ -423,14 +460,8 @@ fn measure_file(
     reps: u32,
     warmup: bool,
 ) -> Result<Measure> {
-    let opts = CompressOptions {
-        codec: spec.to_string(),
-        chunk_size,
-        threads: 0,
-        dedup: true,
-        check: false,
-        progress: false,
-    };
+    let opts =
+        CompressOptions { codec: spec.to_string(), chunk_size, threads: 0, dedup: true, check: false, progress: false };
     let mut m = Measure::default();
     let archive: Vec<u8> = Vec::new();
     let out: Vec<u8> = Vec::with_capacity(bytes.len());
@@ -462,7 +493,8 @@ fn fill(row: &mut ResultRow, m: Measure) {
     row.compressed_bytes = m.compressed;
     row.ratio = m.compressed.map(|c| if row.original_bytes == 0 { 0.0 } else { c as f64 / row.original_bytes as f64 });
     (row.compress_mbps_median, row.compress_mbps_min, row.compress_mbps_max) = mbps(row.original_bytes, &m.enc_secs);
-    (row.decompress_mbps_median, row.decompress_mbps_min, row.decompress_mbps_max) = mbps(row.original_bytes, &m.dec_secs);
+    (row.decompress_mbps_median, row.decompress_mbps_min, row.decompress_mbps_max) =
+        mbps(row.original_bytes, &m.dec_secs);
     row.peak_mem_bytes = m.peak;
     row.verified = m.verified;
     if let Some(e) = m.err {
@@ -482,6 +514,77 @@ struct Entry {
     spec: String,
     codec: Box<dyn Codec>,
 }
+
+/// The model evaluators of a run (`[fidelity]`): one per input file whose
+/// dataset the evaluator can run, built (and the original run) once.
+#[cfg(feature = "fidelity")]
+type Evaluators = Vec<Option<crate::fidelity::Evaluator>>;
+#[cfg(not(feature = "fidelity"))]
+type Evaluators = Vec<Option<()>>;
+
+#[cfg(feature = "fidelity")]
+fn evaluators(exp: &Experiment, files: &[InputFile], progress: bool) -> Result<Evaluators> {
+    let Some(spec) = &exp.fidelity else { return Ok(Vec::new()) };
+    let texts = spec.texts.as_ref().map(|p| crate::fidelity::texts::read_lines(&exp.dataset_path(p))).transpose()?;
+    let opts = crate::datasets::FetchOptions { progress, ..Default::default() };
+    files
+        .iter()
+        .map(|f| {
+            if crate::fidelity::task_of(&f.dataset).is_none() {
+                eprintln!("[fidelity]: no model evaluator for {} (its cells get no model metrics)", f.dataset);
+                return Ok(None);
+            }
+            let ev = crate::fidelity::Evaluator::new(&f.dataset, &f.variant, texts.clone(), &opts)
+                .with_context(|| format!("[fidelity] {}:{}", f.dataset, f.variant))?;
+            if ev.weights != f.path {
+                return Err(Error::invalid(format!(
+                    "[fidelity] {}:{}: the evaluator's weights {} are not the measured file {}",
+                    f.dataset,
+                    f.variant,
+                    ev.weights.display(),
+                    f.path.display()
+                )));
+            }
+            Ok(Some(ev))
+        })
+        .collect()
+}
+
+#[cfg(not(feature = "fidelity"))]
+fn evaluators(exp: &Experiment, _files: &[InputFile], _progress: bool) -> Result<Evaluators> {
+    match exp.fidelity {
+        Some(_) => Err(Error::unsupported(
+            "this experiment has a [fidelity] section: rebuild weightlab with --features fidelity to run the models",
+        )),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Add the model metrics of a whole-file cell to its row.
+#[cfg(feature = "fidelity")]
+fn add_fidelity(exp: &Experiment, evs: &Evaluators, fi: usize, spec: &str, threads: u32, row: &mut ResultRow) {
+    let (Some(f), Some(Some(ev))) = (&exp.fidelity, evs.get(fi)) else { return };
+    if (row.lossless && !f.lossless) || row.compressed_bytes.is_none() {
+        return;
+    }
+    match ev.evaluate(spec, threads as usize) {
+        Ok(r) => {
+            let m = r.metrics;
+            row.bits_per_weight = Some(r.bits_per_weight);
+            (row.cosine_mean, row.cosine_p1, row.cosine_min, row.top10_agreement) =
+                (m.cosine_mean, m.cosine_p1, m.cosine_min, m.top10_agreement);
+            (row.ppl_original, row.ppl, row.ppl_delta_pct, row.top1_agreement, row.kl_mean) =
+                (m.ppl_original, m.ppl, m.ppl_delta_pct, m.top1_agreement, m.kl_mean);
+        }
+        Err(e) => {
+            let n = format!("fidelity: {}: {}", e.kind().as_str(), e.message());
+            row.note = if row.note.is_empty() { n } else { format!("{}; {n}", row.note) };
+        }
+    }
+}
+
+#[cfg(not(feature = "fidelity"))]
+fn add_fidelity(_: &Experiment, _: &Evaluators, _: usize, _: &str, _: u32, _: &mut ResultRow) {}
 
 /// Run an experiment; rows are also appended to the resume file as they
 /// finish and written out with the report at the end.
@@ -524,12 +627,18 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
     for (f, m) in files.iter().zip(&maps) {
         parsed.push(SafeTensors::parse(m.bytes()).with_context(|| f.path.display().to_string())?);
     }
+    let evs = evaluators(exp, &files, opts.progress)?;
 
     // the cells, in order
     let selected: Vec<Vec<usize>> = parsed
         .iter()
         .map(|st| {
-            let idx = st.tensors.iter().enumerate().filter(|(_, t)| t.byte_len() >= exp.min_tensor_bytes && t.byte_len() > 0).map(|(i, _)| i);
+            let idx = st
+                .tensors
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.byte_len() >= exp.min_tensor_bytes && t.byte_len() > 0)
+                .map(|(i, _)| i);
             match exp.max_tensors {
                 Some(n) => idx.take(n).collect(),
                 None => idx.collect(),
@@ -564,10 +673,13 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
         // untimed work, in parallel: the floor of every selected tensor
         let views: Vec<TensorView> = st.tensors.iter().map(|t| st.view(t)).collect();
         let floors: Vec<f64> = {
-            let want: Vec<usize> = if exp.granularity.files() { (0..views.len()).collect() } else { selected[fi].clone() };
+            let want: Vec<usize> =
+                if exp.granularity.files() { (0..views.len()).collect() } else { selected[fi].clone() };
             let mut fl = vec![f64::NAN; views.len()];
-            let got: Vec<(usize, f64)> =
-                want.par_iter().map(|&i| (i, crate::analysis::entropy::floor_bytes(views[i].dtype, views[i].data))).collect();
+            let got: Vec<(usize, f64)> = want
+                .par_iter()
+                .map(|&i| (i, crate::analysis::entropy::floor_bytes(views[i].dtype, views[i].data)))
+                .collect();
             for (i, f) in got {
                 fl[i] = f;
             }
@@ -676,9 +788,22 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                         continue;
                     }
                     bar.set_message(format!("{file_name} {}", e.spec));
-                    match measure_file(&e.spec, e.codec.as_ref(), bytes, &file_name, exp.chunk_size, Some(&file_pool), reps, exp.warmup) {
+                    match measure_file(
+                        &e.spec,
+                        e.codec.as_ref(),
+                        bytes,
+                        &file_name,
+                        exp.chunk_size,
+                        Some(&file_pool),
+                        reps,
+                        exp.warmup,
+                    ) {
                         Ok(m) => fill(&mut row, m),
                         Err(err) => row.note = format!("{}: {}", err.kind().as_str(), err.message()),
+                    }
+                    if row.verified {
+                        bar.set_message(format!("{file_name} {} (model)", e.spec));
+                        add_fidelity(exp, &evs, fi, &e.spec, threads, &mut row);
                     }
                     emit(row, true, true)?;
                 }
@@ -701,7 +826,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                     continue;
                 }
                 bar.set_message(format!("{file_name} {}", p.label()));
-                std::fs::create_dir_all(&peer_dir).map_err(|e| Error::io("creating the peers' scratch directory", e))?;
+                std::fs::create_dir_all(&peer_dir)
+                    .map_err(|e| Error::io("creating the peers' scratch directory", e))?;
                 let o = peers::measure(
                     p,
                     &peers::PeerRun { input: &file.path, reps, warmup: exp.warmup, threads, work_dir: &peer_dir },
@@ -709,7 +835,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                 row.available = o.available;
                 row.lossless = o.lossless;
                 row.bound = o.bound.clone();
-                row.note = [o.version.as_str(), o.note.as_str()].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join("; ");
+                row.note = [o.version.as_str(), o.note.as_str()]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 let persist = o.available;
                 if o.available {
                     let m = Measure {

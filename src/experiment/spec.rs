@@ -17,6 +17,12 @@
 //! tables = true
 //! charts = true
 //!
+//! # optional (feature `fidelity`): run the model of every whole-file cell with
+//! # the decoded weights and add its quality (cosine, perplexity …) to the row
+//! [fidelity]
+//! lossless = false          # also run the lossless cells (their control)
+//! texts = "texts.txt"       # one text per line instead of the default inputs
+//!
 //! # optional: a grouped table in summary.md ("Fast mode", "Maximum mode" …),
 //! # one sub-table per group, rows in the order given
 //! [layout]
@@ -104,6 +110,18 @@ impl Default for Outputs {
     fn default() -> Self {
         Outputs { tables: true, charts: true, analysis: false }
     }
+}
+
+/// `[fidelity]`: model-quality metrics for the whole-file cells of the
+/// datasets the evaluator can run (`weightlab eval`; feature `fidelity`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FidelitySpec {
+    /// Evaluate the lossless cells too (the control: identical outputs).
+    pub lossless: bool,
+    /// One text per line, replacing the default inputs; relative paths start
+    /// at the project root, like dataset paths.
+    pub texts: Option<PathBuf>,
 }
 
 /// Published numbers to print beside ours in the per-codec table, typed in
@@ -251,6 +269,8 @@ struct RawExperiment {
     layout: Option<Spanned<RawLayout>>,
     #[serde(default)]
     groups: Vec<Spanned<RawGroup>>,
+    #[serde(default)]
+    fidelity: Option<Spanned<FidelitySpec>>,
 }
 
 /// A validated experiment.
@@ -276,6 +296,9 @@ pub struct Experiment {
     /// The grouped table (`[layout]`, `[[groups]]`); no groups, no table.
     #[serde(default)]
     pub layout: Layout,
+    /// Model-quality metrics for whole-file cells (`[fidelity]`).
+    #[serde(default)]
+    pub fidelity: Option<FidelitySpec>,
     /// Where relative dataset paths are resolved from.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -319,7 +342,9 @@ impl Experiment {
         for d in &raw.datasets {
             let e = d.get_ref();
             match (&e.name, &e.path) {
-                (Some(_), Some(_)) => return Err(at(text, origin, d, "datasets", "give either 'name' or 'path', not both")),
+                (Some(_), Some(_)) => {
+                    return Err(at(text, origin, d, "datasets", "give either 'name' or 'path', not both"));
+                }
                 (None, None) => return Err(at(text, origin, d, "datasets", "each entry needs 'name' or 'path'")),
                 (None, Some(_)) if !e.variants.is_empty() => {
                     return Err(at(text, origin, d, "datasets", "'variants' apply to named datasets, not to a 'path'"));
@@ -354,6 +379,17 @@ impl Experiment {
         {
             return Err(at(text, origin, r, "reps", "must be between 1 and 1000"));
         }
+        if let Some(f) = &raw.fidelity
+            && !raw.granularity.files()
+        {
+            return Err(at(
+                text,
+                origin,
+                f,
+                "fidelity",
+                "model metrics need whole-file cells: set granularity = \"file\" or \"both\"",
+            ));
+        }
         let chunk_size = match &raw.chunk_kib {
             None => crate::container::DEFAULT_CHUNK_SIZE,
             Some(k) if *k.get_ref() == 0 || *k.get_ref() > (1 << 22) => {
@@ -377,6 +413,7 @@ impl Experiment {
             outputs: raw.outputs,
             published: raw.published,
             layout,
+            fidelity: raw.fidelity.map(Spanned::into_inner),
             base_dir: base_dir.to_path_buf(),
             source: None,
         })
@@ -504,6 +541,25 @@ mod tests {
     fn line_col_counts_from_one() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn fidelity_section_needs_file_cells() {
+        let base = "name = \"x\"\ndatasets = [{ path = \"m.safetensors\" }]\ncodecs = [\"sz:abs=1e-3\"]\n";
+        let e = Experiment::parse(
+            &format!("{base}granularity = \"file\"\n[fidelity]\nlossless = true\n"),
+            "t",
+            Path::new(""),
+        )
+        .unwrap();
+        assert_eq!(e.fidelity, Some(FidelitySpec { lossless: true, texts: None }));
+        let err = Experiment::parse(&format!("{base}[fidelity]\n"), "t", Path::new("")).unwrap_err();
+        assert!(err.to_string().contains("whole-file cells"), "{err}");
+        let err =
+            Experiment::parse(&format!("{base}granularity = \"both\"\n[fidelity]\nbogus = 1\n"), "t", Path::new(""))
+                .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        assert_eq!(Experiment::parse(base, "t", Path::new("")).unwrap().fidelity, None);
     }
 
     #[test]

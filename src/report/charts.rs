@@ -130,9 +130,8 @@ fn codec_points(rows: &[ResultRow]) -> Vec<CodecPoint> {
 }
 
 fn log_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    let (lo, hi) = vals
-        .filter(|x| x.is_finite() && *x > 0.0)
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (lo, hi) =
+        vals.filter(|x| x.is_finite() && *x > 0.0).fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
     (hi > 0.0).then(|| (lo / 2.0, hi * 2.0))
 }
 
@@ -172,7 +171,13 @@ where
     chart
         .draw_series(pts.iter().enumerate().map(|(i, p)| {
             let on = front.contains(&i);
-            let c = if on { red } else if p.lossless { blue } else { grey };
+            let c = if on {
+                red
+            } else if p.lossless {
+                blue
+            } else {
+                grey
+            };
             let marker: DynElement<DB, (f64, f64)> = if p.lossless {
                 Circle::new((p.mbps, p.ratio * 100.0), if on { 6 } else { 4 }, c.filled()).into_dyn()
             } else {
@@ -201,9 +206,11 @@ where
         placed.push((px + 6, py + dy, px + 6 + w, py + dy + 13));
         labels.push((p.codec.clone(), (p.mbps, p.ratio * 100.0), dy));
     }
-    chart.draw_series(labels.into_iter().map(|(text, at, dy)| {
-        EmptyElement::at(at) + Text::new(text, (6, dy), ("sans-serif", 12).into_font())
-    }))?;
+    chart.draw_series(
+        labels
+            .into_iter()
+            .map(|(text, at, dy)| EmptyElement::at(at) + Text::new(text, (6, dy), ("sans-serif", 12).into_font())),
+    )?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -274,10 +281,7 @@ where
         let shares: Vec<f64> = pl.histogram.iter().map(|&c| 100.0 * c as f64 / total as f64).collect();
         let ymax = shares.iter().copied().fold(0.0f64, f64::max).max(0.01) * 1.1;
         let mut chart = ChartBuilder::on(panel)
-            .caption(
-                format!("plane {} ({}): entropy {:.3} bits", pl.plane, pl.holds, pl.entropy),
-                ("sans-serif", 16),
-            )
+            .caption(format!("plane {} ({}): entropy {:.3} bits", pl.plane, pl.holds, pl.entropy), ("sans-serif", 16))
             .margin(8)
             .x_label_area_size(30)
             .y_label_area_size(60)
@@ -383,7 +387,12 @@ fn rd_series(rows: &[ResultRow]) -> (RdSeries, RdSeries) {
     (sorted(rel), sorted(rmse))
 }
 
-fn draw_rd_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, s: &RdSeries, xdesc: &str, fams: &[String]) -> DrawResult
+fn draw_rd_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    s: &RdSeries,
+    xdesc: &str,
+    fams: &[String],
+) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
@@ -438,7 +447,104 @@ where
     Ok(())
 }
 
-fn write_all_charts(dir: &Path, rows: &[ResultRow], meta: &ReportMeta) -> std::result::Result<Vec<Chart>, Box<dyn std::error::Error>> {
+/// One panel of the model-quality chart: a model, its quality-loss measure,
+/// and per codec family the points (bits per weight, loss, codec).
+type QualityPanel = (String, &'static str, Vec<(String, Vec<(f64, f64, String)>)>);
+
+/// The quality loss of a whole-file cell with model metrics: 1 - mean cosine
+/// (sentence embeddings) or |perplexity change| in % (causal LM).
+fn quality_loss(r: &ResultRow) -> Option<(&'static str, f64)> {
+    if let Some(c) = r.cosine_mean {
+        return Some(("1 - mean cosine of the embeddings", 1.0 - c));
+    }
+    r.ppl_delta_pct.map(|d| ("|perplexity change|, %", d.abs()))
+}
+
+/// Panels of the model-quality chart, one per model (dataset:variant); each
+/// family's points in order of bits per weight. Zero losses (lossless, or
+/// below the metric's resolution) cannot sit on the log axis and are left out.
+fn quality_panels(rows: &[ResultRow]) -> Vec<QualityPanel> {
+    let mut by: BTreeMap<String, (&'static str, BTreeMap<String, Vec<(f64, f64, String)>>)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.tensor == "*" && r.available) {
+        let (Some(bpw), Some((what, loss))) = (r.bits_per_weight, quality_loss(r)) else { continue };
+        if !(loss > 0.0 && loss.is_finite() && bpw.is_finite()) {
+            continue;
+        }
+        let model = format!("{}:{}", r.dataset, r.variant);
+        let family = r.codec.split([':', '>']).next().unwrap_or(&r.codec).to_string();
+        let e = by.entry(model).or_insert((what, BTreeMap::new()));
+        e.1.entry(family).or_default().push((bpw, loss, r.codec.clone()));
+    }
+    by.into_iter()
+        .map(|(model, (what, fams))| {
+            let fams = fams
+                .into_iter()
+                .map(|(f, mut v)| {
+                    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (f, v)
+                })
+                .collect();
+            (model, what, fams)
+        })
+        .collect()
+}
+
+fn draw_quality<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[QualityPanel]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let mut fams: Vec<String> = panels.iter().flat_map(|p| p.2.iter().map(|(f, _)| f.clone())).collect();
+    fams.sort();
+    fams.dedup();
+    let (top, rest) = root.split_vertically(36);
+    top.draw(&Text::new(
+        "Model quality loss vs archive bits per weight (whole files; lossless cells have zero loss, not drawn)",
+        (15, 8),
+        ("sans-serif", 18).into_font(),
+    ))?;
+    let areas = rest.split_evenly((1, panels.len().max(1)));
+    for ((model, what, series), area) in panels.iter().zip(&areas) {
+        let pts = || series.iter().flat_map(|(_, v)| v.iter());
+        let (ylo, yhi) = log_range(pts().map(|p| p.1)).unwrap_or((1e-6, 1.0));
+        let xmax = pts().map(|p| p.0).fold(1.0f64, f64::max) * 1.05;
+        let mut chart = ChartBuilder::on(area)
+            .caption(model.clone(), ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..xmax, (ylo..yhi).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("bits per weight")
+            .y_desc(format!("{what} (log)"))
+            .y_label_formatter(&|v| format!("{v:.0e}"))
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 13))
+            .draw()?;
+        for (fam, v) in series {
+            let c = color(fams.iter().position(|f| f == fam).unwrap_or(0));
+            chart
+                .draw_series(LineSeries::new(v.iter().map(|p| (p.0, p.1)), c.stroke_width(2)))?
+                .label(fam.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            chart.draw_series(v.iter().map(|p| Circle::new((p.0, p.1), 4, c.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()?;
+    }
+    Ok(())
+}
+
+fn write_all_charts(
+    dir: &Path,
+    rows: &[ResultRow],
+    meta: &ReportMeta,
+) -> std::result::Result<Vec<Chart>, Box<dyn std::error::Error>> {
     register_fonts();
     let mut out = Vec::new();
     let title = if meta.name.is_empty() { String::new() } else { format!("{}: ", meta.name) };
@@ -447,7 +553,10 @@ fn write_all_charts(dir: &Path, rows: &[ResultRow], meta: &ReportMeta) -> std::r
     if !pts.is_empty() {
         let t = format!("{title}size vs decompression throughput");
         both!(dir, "ratio_vs_decompress", (1100, 700), draw_pareto(&pts, &t));
-        out.push(Chart { stem: "ratio_vs_decompress".into(), title: "Ratio vs decompression throughput, Pareto front in red".into() });
+        out.push(Chart {
+            stem: "ratio_vs_decompress".into(),
+            title: "Ratio vs decompression throughput, Pareto front in red".into(),
+        });
     }
 
     // Per-tensor ratio vs floor: the (up to) 8 lossless codecs with the smallest total.
@@ -489,7 +598,19 @@ fn write_all_charts(dir: &Path, rows: &[ResultRow], meta: &ReportMeta) -> std::r
     let (rel, rmse) = rd_series(rows);
     if !rel.is_empty() || !rmse.is_empty() {
         both!(dir, "rate_distortion", (1400, 650), draw_rd(&rel, &rmse));
-        out.push(Chart { stem: "rate_distortion".into(), title: "Rate-distortion: ratio vs max relative error and vs RMSE".into() });
+        out.push(Chart {
+            stem: "rate_distortion".into(),
+            title: "Rate-distortion: ratio vs max relative error and vs RMSE".into(),
+        });
+    }
+    let panels = quality_panels(rows);
+    if !panels.is_empty() {
+        let w = 80 + 560 * panels.len() as u32;
+        both!(dir, "quality_vs_bits", (w, 620), draw_quality(&panels));
+        out.push(Chart {
+            stem: "quality_vs_bits".into(),
+            title: "Model quality loss vs bits per weight, one panel per model, one line per codec family".into(),
+        });
     }
     Ok(out)
 }
@@ -498,4 +619,46 @@ fn write_all_charts(dir: &Path, rows: &[ResultRow], meta: &ReportMeta) -> std::r
 /// return what was written.
 pub fn write_charts(dir: &Path, rows: &[ResultRow], meta: &ReportMeta) -> Result<Vec<Chart>> {
     write_all_charts(dir, rows, meta).map_err(|e| Error::invalid(format!("drawing charts in {}: {e}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(dataset: &str, codec: &str, bpw: f64, cos: Option<f64>, dppl: Option<f64>) -> ResultRow {
+        ResultRow {
+            dataset: dataset.into(),
+            variant: "bf16".into(),
+            tensor: "*".into(),
+            codec: codec.into(),
+            available: true,
+            bits_per_weight: Some(bpw),
+            cosine_mean: cos,
+            ppl_delta_pct: dppl,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn quality_panels_one_per_model_and_family_lines_in_bit_order() {
+        let rows = vec![
+            row("emb", "round:bits=4", 9.0, Some(0.9999), None),
+            row("emb", "round:bits=1", 5.0, Some(0.99), None),
+            row("emb", "sz:abs=1e-3", 6.0, Some(0.999), None),
+            row("emb", "zstd:level=3", 14.0, Some(1.0), None), // zero loss: not on a log axis
+            row("lm", "int4:block=32", 6.0, None, Some(-3.0)),
+        ];
+        let p = quality_panels(&rows);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].0, "emb:bf16");
+        let fams: Vec<&str> = p[0].2.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fams, ["round", "sz"]);
+        let round: Vec<f64> = p[0].2[0].1.iter().map(|x| x.0).collect();
+        assert_eq!(round, [5.0, 9.0]);
+        assert_eq!(p[1].2[0].1[0].1, 3.0, "|perplexity change|");
+        let dir = tempfile::tempdir().unwrap();
+        let charts = write_charts(dir.path(), &rows, &ReportMeta::default()).unwrap();
+        assert!(charts.iter().any(|c| c.stem == "quality_vs_bits"));
+        assert!(dir.path().join("quality_vs_bits.svg").is_file() && dir.path().join("quality_vs_bits.png").is_file());
+    }
 }

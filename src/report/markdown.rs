@@ -60,8 +60,9 @@ fn grouped(df: &DataFrame, filter: Expr, by: &[&str]) -> Result<DataFrame> {
         .filter(col("available").and(filter))
         .group_by(keys)
         .agg(aggregates().into_iter().filter(|(n, _)| !by.contains(n)).map(|(_, e)| e).collect::<Vec<_>>())
-        .with_columns([(col("compressed").cast(DataType::Float64) / col("original").cast(DataType::Float64))
-            .alias("ratio")])
+        .with_columns([
+            (col("compressed").cast(DataType::Float64) / col("original").cast(DataType::Float64)).alias("ratio")
+        ])
         .sort(sort_by, SortMultipleOptions::default())
         .collect()
         .map_err(pe)
@@ -249,8 +250,11 @@ fn layout_section(df: &DataFrame, rows: &[ResultRow], layout: &Layout) -> Result
     let title = if layout.title.is_empty() { "Grouped layout" } else { layout.title.as_str() };
     let pub_label = if layout.published_label.is_empty() { "published" } else { layout.published_label.as_str() };
     let mut s = String::new();
-    let _ = writeln!(s, "## {title}
-");
+    let _ = writeln!(
+        s,
+        "## {title}
+"
+    );
     let _ = writeln!(
         s,
         "Each row: the codec's whole-file cells when the run has them, else its tensor cells summed (the \
@@ -279,8 +283,12 @@ fn layout_section(df: &DataFrame, rows: &[ResultRow], layout: &Layout) -> Result
                 .map_err(pe)
         };
         let (f, t) = (join(&files)?, join(&tensors)?);
-        let _ = writeln!(s, "### {}
-", g.name);
+        let _ = writeln!(
+            s,
+            "### {}
+",
+            g.name
+        );
         let mut head = vec!["codec".to_string(), "cells".to_string()];
         head.extend(LAYOUT_CELLS.iter().map(|c| c.header()));
         head.push(pub_label.to_string());
@@ -344,6 +352,98 @@ fn layout_section(df: &DataFrame, rows: &[ResultRow], layout: &Layout) -> Result
 }
 
 /// Render `summary.md`.
+/// The model-fidelity tables (`[fidelity]` rows): per model, every codec's
+/// size and quality, then the smallest archive that keeps each quality level.
+fn fidelity_section(rows: &[ResultRow]) -> String {
+    let fid: Vec<&ResultRow> = rows.iter().filter(|r| r.tensor == "*" && r.bits_per_weight.is_some()).collect();
+    if fid.is_empty() {
+        return String::new();
+    }
+    let mut models: Vec<(String, bool)> =
+        fid.iter().map(|r| (format!("{}:{}", r.dataset, r.variant), r.derived)).collect();
+    models.sort();
+    models.dedup();
+    let f = |x: Option<f64>, p: usize| x.map_or(DASH.to_string(), |v| format!("{v:.p$}"));
+    let e = |x: Option<f64>| x.map_or(DASH.to_string(), |v| format!("{v:.2e}"));
+    let mut s = String::from("## Model fidelity (whole files, decoded weights run on fixed texts)\n\n");
+    s += "Sentence embeddings: cosine of each text's embedding, original vs decoded model (mean, 1st percentile, min over 300 texts), and top-10 neighbour agreement. Causal LM: perplexity on the fixed text, its change, top-1 next-token agreement, mean KL(original || decoded) in nats. Size: the archive, % of the original file.\n\n";
+    for (model, derived) in &models {
+        let mut rs: Vec<&&ResultRow> =
+            fid.iter().filter(|r| format!("{}:{}", r.dataset, r.variant) == *model).collect();
+        rs.sort_by(|a, b| a.compressed_bytes.cmp(&b.compressed_bytes).then(a.codec.cmp(&b.codec)));
+        let lm = rs.iter().any(|r| r.ppl.is_some());
+        let _ = writeln!(s, "### {model}{}\n", if *derived { " (derived)" } else { "" });
+        if lm {
+            s += "| codec | size | bits/weight | perplexity | change | top-1 agreement | mean KL |\n|---|---:|---:|---:|---:|---:|---:|\n";
+        } else {
+            s += "| codec | size | bits/weight | cosine mean | cosine p1 | cosine min | top-10 agreement |\n|---|---:|---:|---:|---:|---:|---:|\n";
+        }
+        for r in &rs {
+            let size = r.ratio.map_or(DASH.to_string(), |x| format!("{:.2} %", 100.0 * x));
+            if lm {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {size} | {} | {} | {} | {} | {} |",
+                    r.codec,
+                    f(r.bits_per_weight, 3),
+                    f(r.ppl, 4),
+                    r.ppl_delta_pct.map_or(DASH.to_string(), |d| format!("{d:+.3} %")),
+                    f(r.top1_agreement, 4),
+                    e(r.kl_mean)
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {size} | {} | {} | {} | {} | {} |",
+                    r.codec,
+                    f(r.bits_per_weight, 3),
+                    f(r.cosine_mean, 6),
+                    f(r.cosine_p1, 6),
+                    f(r.cosine_min, 6),
+                    f(r.top10_agreement, 4)
+                );
+            }
+        }
+        s += "\n";
+    }
+    // the smallest archive at each quality level
+    s += "### Smallest archive that keeps the model\n\n| model | quality level | smallest archive | bits/weight | codec |\n|---|---|---:|---:|---|\n";
+    type Keep = fn(&ResultRow) -> Option<bool>;
+    let levels: [(&str, Keep); 4] = [
+        ("cosine mean ≥ 0.999", |r| r.cosine_mean.map(|c| c >= 0.999)),
+        ("cosine mean ≥ 0.99", |r| r.cosine_mean.map(|c| c >= 0.99)),
+        ("perplexity increase ≤ 0.1 %", |r| r.ppl_delta_pct.map(|d| d <= 0.1)),
+        ("perplexity increase ≤ 1 %", |r| r.ppl_delta_pct.map(|d| d <= 1.0)),
+    ];
+    for (model, _) in &models {
+        let rs: Vec<&&ResultRow> = fid.iter().filter(|r| format!("{}:{}", r.dataset, r.variant) == *model).collect();
+        for (what, keep) in &levels {
+            let cand: Vec<&&&ResultRow> = rs.iter().filter(|r| keep(r).is_some()).collect();
+            if cand.is_empty() {
+                continue;
+            }
+            let best =
+                cand.iter().filter(|r| keep(r) == Some(true)).min_by_key(|r| (r.compressed_bytes, r.codec.clone()));
+            match best {
+                Some(r) => {
+                    let _ = writeln!(
+                        s,
+                        "| {model} | {what} | {} | {} | `{}` |",
+                        r.ratio.map_or(DASH.to_string(), |x| format!("{:.2} %", 100.0 * x)),
+                        f(r.bits_per_weight, 3),
+                        r.codec
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "| {model} | {what} | none measured | {DASH} | {DASH} |");
+                }
+            }
+        }
+    }
+    s += "\n";
+    s
+}
+
 pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart]) -> Result<String> {
     let df = rows_to_frame(rows)?;
     let mut s = String::new();
@@ -394,8 +494,7 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
         meta.published_by_codec.get(&text(&get(df, "codec", i))).cloned().unwrap_or_default()
     };
     let pub_label = if meta.published_label.is_empty() { "published" } else { meta.published_label.as_str() };
-    let extra: Extra =
-        if meta.published_by_codec.is_empty() { None } else { Some((pub_label, &published)) };
+    let extra: Extra = if meta.published_by_codec.is_empty() { None } else { Some((pub_label, &published)) };
 
     if tensor_rows {
         let g = grouped(&df, col("tensor").neq(lit("*")), &["codec"])?;
@@ -435,15 +534,8 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
     // The breakdowns use the per-tensor cells when there are any.
     let base = if tensor_rows { col("tensor").neq(lit("*")) } else { lit(true) };
     let scope = if tensor_rows { "tensor cells" } else { "whole-file cells" };
-    let breakdown = [
-        Cell::Cells,
-        Cell::Original,
-        Cell::Compressed,
-        Cell::Ratio,
-        Cell::Floor,
-        Cell::VsFloor,
-        Cell::DecompressMbps,
-    ];
+    let breakdown =
+        [Cell::Cells, Cell::Original, Cell::Compressed, Cell::Ratio, Cell::Floor, Cell::VsFloor, Cell::DecompressMbps];
     if datasets.len() > 1 {
         let g = grouped(&df, base.clone(), &["dataset", "variant", "codec"])?;
         let mut cells = vec![Cell::Key("dataset"), Cell::Key("variant"), Cell::Key("codec")];
@@ -491,9 +583,12 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
         );
     }
 
+    s += &fidelity_section(rows);
+
     for a in &meta.analyses {
         let _ = writeln!(s, "## Entropy of {}\n", a.label);
-        let _ = writeln!(s, "| dtype | tensors | weights | bytes | entropy per plane, bits (high → low) | order-0 floor |");
+        let _ =
+            writeln!(s, "| dtype | tensors | weights | bytes | entropy per plane, bits (high → low) | order-0 floor |");
         let _ = writeln!(s, "|---|---:|---:|---:|---|---:|");
         for t in &a.totals {
             let planes: Vec<String> = t.planes.iter().rev().map(|p| format!("{:.3}", p.entropy)).collect();
@@ -544,4 +639,49 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
         }
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(dataset: &str, codec: &str, bytes: u64, cos: Option<f64>, dppl: Option<f64>) -> ResultRow {
+        ResultRow {
+            dataset: dataset.into(),
+            variant: "bf16".into(),
+            tensor: "*".into(),
+            codec: codec.into(),
+            available: true,
+            original_bytes: 1000,
+            compressed_bytes: Some(bytes),
+            ratio: Some(bytes as f64 / 1000.0),
+            bits_per_weight: Some(bytes as f64 * 8.0 / 500.0),
+            cosine_mean: cos,
+            ppl: dppl.map(|d| 10.0 * (1.0 + d / 100.0)),
+            ppl_delta_pct: dppl,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fidelity_tables_pick_the_smallest_archive_per_level() {
+        let rows = vec![
+            row("emb", "zstd:level=3", 900, Some(1.0), None),
+            row("emb", "round:bits=2", 300, Some(0.995), None),
+            row("emb", "round:bits=4", 450, Some(0.9995), None),
+            row("emb", "round:bits=0", 200, Some(0.9), None),
+            row("lm", "round:bits=6", 500, None, Some(0.05)),
+            row("lm", "round:bits=3", 350, None, Some(0.8)),
+            // a tensor cell and a row without model metrics are not in the tables
+            ResultRow { tensor: "w".into(), bits_per_weight: Some(1.0), ..row("emb", "x", 1, Some(1.0), None) },
+            ResultRow { bits_per_weight: None, ..row("emb", "y", 1, None, None) },
+        ];
+        let s = fidelity_section(&rows);
+        assert!(s.contains("| emb:bf16 | cosine mean ≥ 0.999 | 45.00 % | 7.200 | `round:bits=4` |"), "{s}");
+        assert!(s.contains("| emb:bf16 | cosine mean ≥ 0.99 | 30.00 % | 4.800 | `round:bits=2` |"), "{s}");
+        assert!(s.contains("| lm:bf16 | perplexity increase ≤ 0.1 % | 50.00 % | 8.000 | `round:bits=6` |"), "{s}");
+        assert!(s.contains("| lm:bf16 | perplexity increase ≤ 1 % | 35.00 % | 5.600 | `round:bits=3` |"), "{s}");
+        assert!(!s.contains("`x`") && !s.contains("`y`"), "{s}");
+        assert!(fidelity_section(&rows[6..]).is_empty());
+    }
 }
