@@ -171,11 +171,12 @@ fn unpermute(t: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     t.reshape((heads, rows / heads / 2, 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))
 }
 
+/// What [`convert`] makes: the BF16 tensors, the file's metadata, the model
+/// config and the tokenizer.json.
+pub type Converted = (Vec<OwnedTensor>, BTreeMap<String, String>, LmConfig, serde_json::Value);
+
 /// Dequantize, rename, un-permute and cast every tensor to BF16.
-pub fn convert(
-    gguf_path: &Path,
-    source_sha: &str,
-) -> Result<(Vec<OwnedTensor>, BTreeMap<String, String>, LmConfig, serde_json::Value)> {
+pub fn convert(gguf_path: &Path, source_sha: &str) -> Result<Converted> {
     let mut f = std::fs::File::open(gguf_path).map_err(|e| Error::io(format!("opening {}", gguf_path.display()), e))?;
     let c = Content::read(&mut f).map_err(ce(gguf_path))?;
     let cfg = config(&c, gguf_path)?;

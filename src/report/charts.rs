@@ -464,7 +464,8 @@ fn quality_loss(r: &ResultRow) -> Option<(&'static str, f64)> {
 /// family's points in order of bits per weight. Zero losses (lossless, or
 /// below the metric's resolution) cannot sit on the log axis and are left out.
 fn quality_panels(rows: &[ResultRow]) -> Vec<QualityPanel> {
-    let mut by: BTreeMap<String, (&'static str, BTreeMap<String, Vec<(f64, f64, String)>>)> = BTreeMap::new();
+    type Families = BTreeMap<String, Vec<(f64, f64, String)>>;
+    let mut by: BTreeMap<String, (&'static str, Families)> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.tensor == "*" && r.available) {
         let (Some(bpw), Some((what, loss))) = (r.bits_per_weight, quality_loss(r)) else { continue };
         if !(loss > 0.0 && loss.is_finite() && bpw.is_finite()) {
