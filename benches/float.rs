@@ -4,12 +4,12 @@
 //!
 //! cargo bench --bench float
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use weightlab::codec::entropy::{decode_stream, encode_stream};
-use weightlab::codec::{build, ChunkInfo};
-use weightlab::tensor::synth::Rng;
+use weightlab::codec::{ChunkInfo, build};
 use weightlab::tensor::DType;
+use weightlab::tensor::synth::Rng;
 
 /// 2M Gaussian weights (sigma 0.02) in `dtype`: one 4 MiB BF16 chunk.
 fn weights(dtype: DType, n: usize) -> Vec<u8> {

@@ -8,17 +8,23 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use weightlab::tensor::safetensors::{write_file, TensorView};
 use weightlab::tensor::SafeTensors;
+use weightlab::tensor::safetensors::{TensorView, write_file};
 
 fn main() -> weightlab::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (out, inputs) = args.split_first().expect("usage: bundle OUT.safetensors IN.safetensors...");
-    let maps: Vec<_> = inputs.iter().map(|p| weightlab::io::Mapped::open(Path::new(p))).collect::<weightlab::Result<_>>()?;
-    let files: Vec<SafeTensors> = maps.iter().map(|m| SafeTensors::parse(m.bytes())).collect::<weightlab::Result<_>>()?;
+    let maps: Vec<_> =
+        inputs.iter().map(|p| weightlab::io::Mapped::open(Path::new(p))).collect::<weightlab::Result<_>>()?;
+    let files: Vec<SafeTensors> =
+        maps.iter().map(|m| SafeTensors::parse(m.bytes())).collect::<weightlab::Result<_>>()?;
     let mut names = Vec::new();
     for (k, (path, st)) in inputs.iter().zip(&files).enumerate() {
-        let folder = Path::new(path).parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
+        let folder = Path::new(path)
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
         for t in &st.tensors {
             names.push(format!("{k}.{folder}.{}", st.view(t).name));
         }

@@ -11,7 +11,7 @@
 
 use rayon::prelude::*;
 use std::time::Instant;
-use weightlab::codec::{build, ChunkInfo};
+use weightlab::codec::{ChunkInfo, build};
 use weightlab::tensor::SafeTensors;
 
 const REPS: usize = 7;

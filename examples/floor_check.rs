@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 use weightlab::analysis::entropy::field_entropy;
-use weightlab::codec::{build, ChunkInfo};
+use weightlab::codec::{ChunkInfo, build};
 use weightlab::tensor::{DType, SafeTensors};
 
 const CHUNK: usize = 4 << 20;
@@ -40,7 +40,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).expect("usage: floor_check FILE [bf16|f16|f32] [SPEC...]");
     let to = args.get(2).map(String::as_str).unwrap_or("f32");
-    let specs: Vec<String> = if args.len() > 3 { args[3..].to_vec() } else { vec!["exp".into(), "zstd:level=3".into()] };
+    let specs: Vec<String> =
+        if args.len() > 3 { args[3..].to_vec() } else { vec!["exp".into(), "zstd:level=3".into()] };
     let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::parse(&bytes).unwrap();
     let tensors: Vec<(String, DType, Vec<u64>, Vec<u8>)> = st

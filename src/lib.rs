@@ -17,8 +17,8 @@ pub mod fuzzing;
 pub mod io;
 pub mod metrics;
 pub mod progress;
-pub mod report;
 pub mod repo;
+pub mod report;
 pub mod signals;
 pub mod tensor;
 

@@ -1,9 +1,9 @@
 //! Archive round trips over every dtype and generic codec, truncation and
 //! corruption handling, and the golden archives every version must decode.
 
-use weightlab::container::{self, Archive, CompressOptions, DecodeOptions};
-use weightlab::tensor::{safetensors, synth, DType, SafeTensors};
 use weightlab::ErrorKind;
+use weightlab::container::{self, Archive, CompressOptions, DecodeOptions};
+use weightlab::tensor::{DType, SafeTensors, safetensors, synth};
 
 const GENERIC: &[&str] = &[
     "raw",
@@ -327,7 +327,8 @@ fn golden_stage_source() -> Vec<u8> {
     let rep = |b: &[u8], n: usize| b.iter().copied().cycle().take(b.len() * n).collect::<Vec<u8>>();
     ts.push(safetensors::OwnedTensor::new("const.zeros", DType::F32, vec![64, 64], vec![0; 64 * 64 * 4]));
     ts.push(safetensors::OwnedTensor::new("const.half", DType::BF16, vec![32, 32], rep(&[0x00, 0x3f], 1024)));
-    let mask: Vec<u8> = (0..64 * 64).flat_map(|i| (if i % 64 <= i / 64 { 1.0f32 } else { 0.0 }).to_le_bytes()).collect();
+    let mask: Vec<u8> =
+        (0..64 * 64).flat_map(|i| (if i % 64 <= i / 64 { 1.0f32 } else { 0.0 }).to_le_bytes()).collect();
     ts.push(safetensors::OwnedTensor::new("mask.causal", DType::F32, vec![64, 64], mask));
     let ids: Vec<u8> = (0..512i64).flat_map(|i| (i * i % 3).to_le_bytes()).collect();
     ts.push(safetensors::OwnedTensor::new("ids.token_type", DType::I64, vec![512], ids));
@@ -335,7 +336,12 @@ fn golden_stage_source() -> Vec<u8> {
     w[100] = f64::NAN;
     w[5000] = f64::NEG_INFINITY;
     ts.push(safetensors::OwnedTensor::new("layer.0.w", DType::F32, vec![96, 70], synth::encode_floats(DType::F32, &w)));
-    ts.push(safetensors::OwnedTensor::new("layer.0.wb", DType::BF16, vec![70, 96], synth::encode_floats(DType::BF16, &w)));
+    ts.push(safetensors::OwnedTensor::new(
+        "layer.0.wb",
+        DType::BF16,
+        vec![70, 96],
+        synth::encode_floats(DType::BF16, &w),
+    ));
     safetensors::serialize(ts.iter().map(|t| t.view()), None).unwrap()
 }
 
@@ -361,7 +367,12 @@ fn golden_stage_archives_decode_and_encode_the_same() {
         for t in a.index.tensors.iter().filter(|t| t.same_as.is_none()) {
             if *spec == "auto" {
                 // the picks are recorded; each must still build from its ids
-                assert!(weightlab::codec::build_recorded(&t.codec, &t.stage_ids).is_ok(), "{name}: {}: {}", t.name, t.codec);
+                assert!(
+                    weightlab::codec::build_recorded(&t.codec, &t.stage_ids).is_ok(),
+                    "{name}: {}: {}",
+                    t.name,
+                    t.codec
+                );
                 assert_ne!(t.codec, "auto", "{name}: {}", t.name);
             } else {
                 assert_eq!(t.codec, *spec, "{name}: {}", t.name);

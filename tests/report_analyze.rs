@@ -9,7 +9,12 @@ use weightlab::tensor::{DType, OwnedTensor, safetensors};
 /// "b": 0x3c10, 0xbc20, 0xbc10, 0x4000 (2.0) (4 values)
 fn file() -> Vec<u8> {
     let le = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let a = OwnedTensor::new("a", DType::BF16, vec![2, 4], le(&[0x3c10, 0x3c10, 0x3c10, 0xbc10, 0xbc10, 0x3c20, 0x3f80, 0]));
+    let a = OwnedTensor::new(
+        "a",
+        DType::BF16,
+        vec![2, 4],
+        le(&[0x3c10, 0x3c10, 0x3c10, 0xbc10, 0xbc10, 0x3c20, 0x3f80, 0]),
+    );
     let b = OwnedTensor::new("b", DType::BF16, vec![4], le(&[0x3c10, 0xbc20, 0xbc10, 0x4000]));
     let c = OwnedTensor::new("ids", DType::I32, vec![1], vec![1, 0, 0, 0]);
     safetensors::serialize([a.view(), b.view(), c.view()], None).unwrap()
@@ -69,7 +74,10 @@ fn aveiro_tables_have_ours_and_theirs() {
     // rank 1: all bytes 0x10 (7 of 24), plane 1 0x3c (5 of 12), theirs 0x3c at 28 %
     assert!(md.contains("| 1 | 0x10 | 29.17 % | 29.17 % | 0x3c | 41.67 % | 41.67 % | 0x3c | 28 % |"), "{md}");
     assert!(md.contains("| 2 | 0x3c | 20.83 % | 50.00 % | 0xbc | 33.33 % | 75.00 % | 0xbc | 28 % |"), "{md}");
-    assert!(md.contains("Here: 0x3c 41.67 %, 0xbc 33.33 % of the plane 1 bytes; 0x3c 20.83 %, 0xbc 16.67 % of all bytes."), "{md}");
+    assert!(
+        md.contains("Here: 0x3c 41.67 %, 0xbc 33.33 % of the plane 1 bytes; 0x3c 20.83 %, 0xbc 16.67 % of all bytes."),
+        "{md}"
+    );
     assert!(md.contains("7.96 (\"high byte\")") && md.contains("2.63 (\"low byte\")"));
     // in this tiny file the high byte happens to have the higher entropy, so
     // the study's labels agree with it (real BF16 weights are the other way)

@@ -31,7 +31,8 @@ fn bf16_weights(n: usize, seed: u64) -> Vec<u8> {
 }
 
 fn rows() -> Vec<ResultRow> {
-    let tensors = [("embed.weight", "embedding", 4000u64), ("l0.attn.q", "attention", 2000), ("l0.mlp.up", "mlp", 3000)];
+    let tensors =
+        [("embed.weight", "embedding", 4000u64), ("l0.attn.q", "attention", 2000), ("l0.mlp.up", "mlp", 3000)];
     let codecs: [(&str, &str, bool, f64, f64); 5] = [
         ("zstd:level=3", "generic", true, 0.80, 900.0),
         ("planes>zstd:level=3", "planes", true, 0.70, 1200.0),
@@ -149,7 +150,10 @@ fn layout() -> Layout {
             },
             Group {
                 name: "Maximum".into(),
-                entries: vec![entry("xz:level=9", "1.45× (made up)", "source B"), entry("zstd:level=3", "1.38×", "source A")],
+                entries: vec![
+                    entry("xz:level=9", "1.45× (made up)", "source B"),
+                    entry("zstd:level=3", "1.38×", "source A"),
+                ],
             },
         ],
     }
@@ -219,7 +223,11 @@ fn write_all_then_rerender() {
     assert!(table[5].starts_with("| zstd:level=3 | generic | lossless | 3 |"), "{}", table[5]);
     // zstd: original 18000 bytes, compressed (0.80+0.81+0.82 weighted), floor 66 %
     let comp = (8000.0f64 * 0.80).round() + (4000.0f64 * 0.81).round() + (6000.0f64 * 0.82).round();
-    assert!(table[5].contains(&format!("| 0.018 | {:.3} | {:.2} % | 66.00 % |", comp / 1e6, 100.0 * comp / 18000.0)), "{}", table[5]);
+    assert!(
+        table[5].contains(&format!("| 0.018 | {:.3} | {:.2} % | 66.00 % |", comp / 1e6, 100.0 * comp / 18000.0)),
+        "{}",
+        table[5]
+    );
     // the unavailable peer is not in the measured whole-file table
     // the only whole-file cell is the unavailable peer: no measured whole-file table
     assert!(!md.contains("## Per codec, whole files"));
@@ -296,7 +304,11 @@ fn layout_groups_render_in_order_with_published() {
 
     let max = group_rows(&md, "Maximum");
     assert_eq!(max.len(), 2, "{max:?}");
-    assert!(max[0].starts_with("| `xz:level=9` | 1 file | 50.00 % (2.00×) | 66.00 % | 2.50 | 40 | 1/1 |"), "{}", max[0]);
+    assert!(
+        max[0].starts_with("| `xz:level=9` | 1 file | 50.00 % (2.00×) | 66.00 % | 2.50 | 40 | 1/1 |"),
+        "{}",
+        max[0]
+    );
     assert!(max[0].ends_with("| 1.45× (made up) [2] |"), "{}", max[0]);
     // one footnote per distinct source, numbered in order of first use
     assert!(max[1].ends_with("| 1.38× [1] |"), "{}", max[1]);

@@ -85,7 +85,8 @@ fn runs_every_cell_verifies_and_resumes() {
         let c = row.compressed_bytes.unwrap();
         assert!(c > 0);
         assert!((row.ratio.unwrap() - c as f64 / row.original_bytes as f64).abs() < 1e-12);
-        let (med, lo, hi) = (row.compress_mbps_median.unwrap(), row.compress_mbps_min.unwrap(), row.compress_mbps_max.unwrap());
+        let (med, lo, hi) =
+            (row.compress_mbps_median.unwrap(), row.compress_mbps_min.unwrap(), row.compress_mbps_max.unwrap());
         assert!(lo <= med && med <= hi && lo > 0.0, "{row:?}");
         assert!(row.decompress_mbps_median.unwrap() > 0.0);
         assert!(row.peak_mem_bytes.is_some_and(|p| p > 0), "counting allocator installed: {row:?}");
@@ -124,14 +125,19 @@ fn runs_every_cell_verifies_and_resumes() {
     // the files
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let header = csv.lines().next().unwrap();
-    for col in ["experiment", "tensor", "codec", "ratio", "compress_mbps_median", "decompress_mbps_max", "verified", "note"] {
+    for col in
+        ["experiment", "tensor", "codec", "ratio", "compress_mbps_median", "decompress_mbps_max", "verified", "note"]
+    {
         assert!(header.split(',').any(|c| c == col), "{col} in {header}");
     }
     assert_eq!(csv.lines().count(), r.rows.len() + 1);
     let back = output::read_jsonl(&out.join("results.jsonl")).unwrap();
     assert_eq!(back.len(), r.rows.len());
     for (a, b) in back.iter().zip(&r.rows) {
-        assert_eq!((&a.tensor, &a.codec, a.compressed_bytes, a.verified), (&b.tensor, &b.codec, b.compressed_bytes, b.verified));
+        assert_eq!(
+            (&a.tensor, &a.codec, a.compressed_bytes, a.verified),
+            (&b.tensor, &b.codec, b.compressed_bytes, b.verified)
+        );
         let close = |x: Option<f64>, y: Option<f64>| match (x, y) {
             (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * y.abs().max(1.0),
             (x, y) => x == y,
@@ -149,7 +155,10 @@ fn runs_every_cell_verifies_and_resumes() {
     assert_eq!(r2.measured, unavailable);
     assert_eq!(r2.rows.len(), r.rows.len());
     let same = |a: &weightlab::experiment::ResultRow, b: &weightlab::experiment::ResultRow| {
-        a.codec == b.codec && a.tensor == b.tensor && a.compressed_bytes == b.compressed_bytes && a.verified == b.verified
+        a.codec == b.codec
+            && a.tensor == b.tensor
+            && a.compressed_bytes == b.compressed_bytes
+            && a.verified == b.verified
     };
     assert!(r.rows.iter().zip(&r2.rows).all(|(a, b)| same(a, b)), "resumed rows are the stored ones, in order");
 

@@ -149,7 +149,10 @@ entries = ["exp", "zipnn", "lz4"]
 fn groups_parse_in_order_with_canonical_codecs() {
     let e = parse(GROUPED).unwrap();
     let l = &e.layout;
-    assert_eq!((l.title.as_str(), l.published_label.as_str(), l.notes.as_str()), ("Table 4.1 layout", "published (test)", "n"));
+    assert_eq!(
+        (l.title.as_str(), l.published_label.as_str(), l.notes.as_str()),
+        ("Table 4.1 layout", "published (test)", "n")
+    );
     let names: Vec<&str> = l.groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["Fast", "Others"]);
     let fast = &l.groups[0].entries;
@@ -165,7 +168,9 @@ fn groups_parse_in_order_with_canonical_codecs() {
     assert_eq!(others[1].codec, "peer:zipnn");
     assert_eq!(others[2].source, "");
     // no groups: an empty layout
-    assert!(parse("name = \"m\"\ndatasets = [{ path = \"a\" }]\ncodecs = [\"lz4\"]\n").unwrap().layout.groups.is_empty());
+    assert!(
+        parse("name = \"m\"\ndatasets = [{ path = \"a\" }]\ncodecs = [\"lz4\"]\n").unwrap().layout.groups.is_empty()
+    );
 }
 
 #[test]

@@ -247,7 +247,9 @@ impl FieldCounts {
         add(&mut self.exp, &other.exp);
         add(&mut self.sexp, &other.sexp);
         add(&mut self.mant_marg, &other.mant_marg);
-        for (a, b) in self.mant_hi.iter_mut().chain(self.smant_hi.iter_mut()).zip(other.mant_hi.iter().chain(&other.smant_hi)) {
+        for (a, b) in
+            self.mant_hi.iter_mut().chain(self.smant_hi.iter_mut()).zip(other.mant_hi.iter().chain(&other.smant_hi))
+        {
             if a.is_empty() {
                 a.clone_from(b);
             } else {
@@ -312,10 +314,7 @@ pub fn floor_bytes(dtype: DType, data: &[u8]) -> f64 {
         return f.floor_bits * f.elements as f64 / 8.0;
     }
     let w = dtype.size().unwrap_or(1);
-    plane_histograms(data, w)
-        .iter()
-        .map(|h| entropy(h) * h.iter().sum::<u64>() as f64 / 8.0)
-        .sum()
+    plane_histograms(data, w).iter().map(|h| entropy(h) * h.iter().sum::<u64>() as f64 / 8.0).sum()
 }
 
 #[cfg(test)]

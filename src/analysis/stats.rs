@@ -30,11 +30,7 @@ pub fn to_f64(dtype: DType, bits: u64) -> Option<f64> {
             let e = (bits >> 2) & 0x1f;
             if e == 0x1f {
                 let neg = bits & 0x80 != 0;
-                if bits & 3 == 0 {
-                    if neg { f64::NEG_INFINITY } else { f64::INFINITY }
-                } else {
-                    f64::NAN
-                }
+                if bits & 3 == 0 { if neg { f64::NEG_INFINITY } else { f64::INFINITY } } else { f64::NAN }
             } else {
                 small_float(bits, 5, 2)
             }
@@ -72,7 +68,8 @@ fn small_float(bits: u64, e: u32, m: u32) -> f64 {
 pub const BAND_BOUNDS: [f64; 5] = [1e-3, 1e-2, 1e-1, 1.0, 10.0];
 
 /// Labels of the magnitude bands, one more than [`BAND_BOUNDS`].
-pub const BAND_LABELS: [&str; 6] = ["|x| < 1e-3", "1e-3 ≤ |x| < 1e-2", "1e-2 ≤ |x| < 0.1", "0.1 ≤ |x| < 1", "1 ≤ |x| < 10", "|x| ≥ 10"];
+pub const BAND_LABELS: [&str; 6] =
+    ["|x| < 1e-3", "1e-3 ≤ |x| < 1e-2", "1e-2 ≤ |x| < 0.1", "0.1 ≤ |x| < 1", "1 ≤ |x| < 10", "|x| ≥ 10"];
 
 /// Value statistics of a float tensor. Shares are fractions of `count`.
 /// Zeros (either sign) count as zero, not as positive or negative; the
@@ -256,8 +253,7 @@ mod tests {
     fn stats_hand_computed() {
         // BF16: 0, -0, 1, -2, 0.5e-3 (~), 20, NaN
         let vals = [0.0f32, -0.0, 1.0, -2.0, 0.0005, 20.0, f32::NAN];
-        let data: Vec<u8> =
-            vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes()).collect();
+        let data: Vec<u8> = vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes()).collect();
         let s = value_stats(DType::BF16, &data).unwrap();
         assert_eq!(s.count, 7);
         assert_eq!(s.zero, 2);

@@ -233,8 +233,7 @@ pub fn analyze_tensor(t: &TensorView) -> TensorAnalysis {
 /// named in `only`), and one total per dtype.
 pub fn analyze_safetensors(file: &str, bytes: &[u8], only: &[String]) -> Result<FileAnalysis> {
     let st = SafeTensors::parse(bytes)?;
-    let views: Vec<TensorView> =
-        st.views().filter(|v| only.is_empty() || only.iter().any(|n| n == v.name)).collect();
+    let views: Vec<TensorView> = st.views().filter(|v| only.is_empty() || only.iter().any(|n| n == v.name)).collect();
     if views.is_empty() && !only.is_empty() {
         return Err(Error::invalid(format!("{file}: no tensor named {}", only.join(", "))));
     }
@@ -273,8 +272,7 @@ pub fn analyze_views(file: &str, views: &[TensorView]) -> FileAnalysis {
         .collect();
     totals.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.dtype.cmp(&b.dtype)));
     let data_bytes: u64 = tensors.iter().map(|t| t.bytes).sum();
-    let floor_bytes_per_tensor: f64 =
-        tensors.iter().map(|t| t.floor_ratio * t.bytes as f64).sum();
+    let floor_bytes_per_tensor: f64 = tensors.iter().map(|t| t.floor_ratio * t.bytes as f64).sum();
     FileAnalysis {
         file: file.to_string(),
         data_bytes,

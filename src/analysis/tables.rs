@@ -130,11 +130,7 @@ pub fn table_3_2(t: &TensorAnalysis, p: Option<&PublishedEntropy>) -> String {
         },
         None => (None, None),
     };
-    let ours_lo_plane = if two {
-        Some(if t.planes[1].entropy <= t.planes[0].entropy { 1 } else { 0 })
-    } else {
-        None
-    };
+    let ours_lo_plane = if two { Some(if t.planes[1].entropy <= t.planes[0].entropy { 1 } else { 0 }) } else { None };
     for pl in t.planes.iter().rev() {
         let name = match (two, pl.plane) {
             (true, 1) => "plane 1 = high byte (stored second)".to_string(),
@@ -178,7 +174,10 @@ pub fn table_3_2(t: &TensorAnalysis, p: Option<&PublishedEntropy>) -> String {
                 lb = l,
             );
         } else {
-            let _ = writeln!(s, "The study's labels agree with the bytes: the high byte is the lower-entropy plane in both.");
+            let _ = writeln!(
+                s,
+                "The study's labels agree with the bytes: the high byte is the lower-entropy plane in both."
+            );
         }
     }
     s
@@ -237,7 +236,11 @@ pub fn aveiro_tables(t: &TensorAnalysis, p: Option<&PublishedEntropy>) -> String
             );
         }
         if p.fields.is_empty() {
-            let _ = writeln!(s, "\nBlank cells under \"{}\": not quoted in our source (issue 5), left empty rather than guessed.", p.source);
+            let _ = writeln!(
+                s,
+                "\nBlank cells under \"{}\": not quoted in our source (issue 5), left empty rather than guessed.",
+                p.source
+            );
         }
     }
     s

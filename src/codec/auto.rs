@@ -226,8 +226,8 @@ mod tests {
     /// archive is identical whatever the thread count.
     #[test]
     fn archive_default_is_auto_and_deterministic() {
-        use crate::container::{compress, Archive, CompressOptions};
-        use crate::tensor::{safetensors, OwnedTensor};
+        use crate::container::{Archive, CompressOptions, compress};
+        use crate::tensor::{OwnedTensor, safetensors};
         let bf = gaussian(DType::BF16, 40_000, 0.02, 5);
         let mask: Vec<u8> = (0..4096u32).map(|i| (i % 7 == 0) as u8).collect();
         let tensors = [

@@ -41,16 +41,21 @@ pub const BLOSC2: StageDef = StageDef {
     version: 1,
     kind: StageKind::Coder,
     summary: "blosc2: codec=blosclz|lz4|lz4hc|zlib|zstd, level=0..9, shuffle=none|byte|bit",
-    examples: &["blosc2:codec=zstd,level=5,shuffle=byte", "blosc2:codec=lz4,level=9,shuffle=bit", "blosc2:codec=blosclz,level=1,shuffle=none", "blosc2:codec=zlib,level=3,shuffle=byte", "blosc2:codec=lz4hc,level=5,shuffle=bit"],
+    examples: &[
+        "blosc2:codec=zstd,level=5,shuffle=byte",
+        "blosc2:codec=lz4,level=9,shuffle=bit",
+        "blosc2:codec=blosclz,level=1,shuffle=none",
+        "blosc2:codec=zlib,level=3,shuffle=byte",
+        "blosc2:codec=lz4hc,level=5,shuffle=bit",
+    ],
     build: |p: &mut Params, next| {
         if let Some(n) = next {
             return Err(Error::invalid(format!("'blosc2' is a coder and cannot feed '{}'", n.spec())));
         }
         let name = p.string("codec").unwrap_or_else(|| "zstd".into());
-        let &(codec, compcode) = CODECS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .ok_or_else(|| Error::invalid(format!("blosc2 codec '{name}' unknown (blosclz, lz4, lz4hc, zlib, zstd)")))?;
+        let &(codec, compcode) = CODECS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            Error::invalid(format!("blosc2 codec '{name}' unknown (blosclz, lz4, lz4hc, zlib, zstd)"))
+        })?;
         let level = p.int("level", 5, 0, 9)? as u8;
         let shuffle = match p.string("shuffle").as_deref().unwrap_or("byte") {
             "none" => Shuffle::None,
@@ -140,7 +145,9 @@ impl Codec for Blosc2 {
         let (mut nbytes, mut cbytes, mut blocksize) = (0i32, 0i32, 0i32);
         // SAFETY: `input` holds at least the minimum header, which is all
         // blosc2_cbuffer_sizes reads.
-        let rc = unsafe { ffi::blosc2_cbuffer_sizes(input.as_ptr() as *const c_void, &mut nbytes, &mut cbytes, &mut blocksize) };
+        let rc = unsafe {
+            ffi::blosc2_cbuffer_sizes(input.as_ptr() as *const c_void, &mut nbytes, &mut cbytes, &mut blocksize)
+        };
         if rc < 0 || nbytes as usize != out.len() || cbytes as usize != input.len() {
             return Err(Error::corrupt(format!(
                 "blosc2: header says {nbytes} bytes from {cbytes}, expected {} from {}",
@@ -177,14 +184,18 @@ impl Codec for Blosc2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{build, decode_all, encode_all, ChunkInfo};
+    use super::super::{ChunkInfo, build, decode_all, encode_all};
     use crate::tensor::DType;
 
     #[test]
     fn round_trips_and_rejects_damage() {
         let data: Vec<u8> = (0..100_000u32).flat_map(|i| ((i as f32).sin() * 0.02).to_le_bytes()).collect();
         let info = ChunkInfo { name: "w", dtype: DType::F32, shape: &[], offset: 0 };
-        for spec in ["blosc2:codec=zstd,level=5,shuffle=byte", "blosc2:codec=lz4,level=9,shuffle=bit", "blosc2:codec=blosclz,level=1,shuffle=none"] {
+        for spec in [
+            "blosc2:codec=zstd,level=5,shuffle=byte",
+            "blosc2:codec=lz4,level=9,shuffle=bit",
+            "blosc2:codec=blosclz,level=1,shuffle=none",
+        ] {
             let c = build(spec).unwrap();
             assert_eq!(c.spec(), spec);
             let enc = encode_all(&*c, &info, &data).unwrap();

@@ -221,10 +221,13 @@ impl Codec for Xz {
         // The preset's dictionary, but no larger than the data: liblzma
         // allocates about 11 times the dictionary (674 MiB at level 9) for
         // any input, and a dictionary beyond the input finds no more matches.
-        let mut opts = xz2::stream::LzmaOptions::new_preset(preset).map_err(|e| Error::invalid(format!("xz encoder: {e}")))?;
-        let preset_dict: u32 = [256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20]
-            [self.level.min(9) as usize];
-        let fit = u32::try_from(data.len()).unwrap_or(u32::MAX).max(4096).checked_next_power_of_two().unwrap_or(u32::MAX);
+        let mut opts =
+            xz2::stream::LzmaOptions::new_preset(preset).map_err(|e| Error::invalid(format!("xz encoder: {e}")))?;
+        let preset_dict: u32 =
+            [256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20]
+                [self.level.min(9) as usize];
+        let fit =
+            u32::try_from(data.len()).unwrap_or(u32::MAX).max(4096).checked_next_power_of_two().unwrap_or(u32::MAX);
         opts.dict_size(preset_dict.min(fit));
         let mut filters = xz2::stream::Filters::new();
         filters.lzma2(&opts);
@@ -241,7 +244,8 @@ impl Codec for Xz {
         // A stream's header sets the dictionary the decoder allocates: the
         // limit admits the largest preset's (64 MiB at level 9), not the
         // 1.5 GiB a crafted header can ask for.
-        let mut s = Stream::new_stream_decoder(XZ_DECODER_MEMLIMIT, 0).map_err(|e| Error::corrupt(format!("xz: {e}")))?;
+        let mut s =
+            Stream::new_stream_decoder(XZ_DECODER_MEMLIMIT, 0).map_err(|e| Error::corrupt(format!("xz: {e}")))?;
         let status = s.process(input, out, Action::Finish).map_err(|e| Error::corrupt(format!("xz: {e}")))?;
         if status != Status::StreamEnd {
             return Err(if s.total_in() as usize >= input.len() {
@@ -298,9 +302,8 @@ impl Codec for Deflate {
     fn decode(&self, _: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()> {
         use flate2::{Decompress, FlushDecompress, Status};
         let mut d = Decompress::new(false);
-        let status = d
-            .decompress(input, out, FlushDecompress::Finish)
-            .map_err(|e| Error::corrupt(format!("deflate: {e}")))?;
+        let status =
+            d.decompress(input, out, FlushDecompress::Finish).map_err(|e| Error::corrupt(format!("deflate: {e}")))?;
         if status != Status::StreamEnd {
             return Err(if d.total_in() as usize >= input.len() {
                 Error::truncated("deflate: stream ends early")
@@ -323,7 +326,7 @@ pub use super::blosc2::BLOSC2;
 
 #[cfg(test)]
 mod tests {
-    use super::super::{build, decode_all, encode_all, ChunkInfo};
+    use super::super::{ChunkInfo, build, decode_all, encode_all};
     use crate::error::ErrorKind;
 
     fn sample(n: usize, seed: u64) -> Vec<u8> {

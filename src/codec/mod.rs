@@ -79,7 +79,9 @@ pub enum Fidelity {
     Lossless,
     /// Lossy, with the bound it guarantees (None: no guaranteed bound, e.g. int4;
     /// its errors are measured and reported all the same).
-    Lossy { bound: Option<ErrorBound> },
+    Lossy {
+        bound: Option<ErrorBound>,
+    },
 }
 
 impl Fidelity {
@@ -213,19 +215,17 @@ impl<'a> Params<'a> {
     fn take<T: std::str::FromStr>(&mut self, key: &str) -> Result<Option<T>> {
         match self.map.remove(key) {
             None => Ok(None),
-            Some(v) => v.parse::<T>().map(Some).map_err(|_| {
-                Error::invalid(format!("parameter {key}='{v}' of '{}' is not a valid value", self.stage))
-            }),
+            Some(v) => v
+                .parse::<T>()
+                .map(Some)
+                .map_err(|_| Error::invalid(format!("parameter {key}='{v}' of '{}' is not a valid value", self.stage))),
         }
     }
     /// An integer parameter within [lo, hi].
     pub fn int(&mut self, key: &str, default: i64, lo: i64, hi: i64) -> Result<i64> {
         let v = self.take::<i64>(key)?.unwrap_or(default);
         if v < lo || v > hi {
-            return Err(Error::invalid(format!(
-                "parameter {key}={v} of '{}' is outside {lo}..={hi}",
-                self.stage
-            )));
+            return Err(Error::invalid(format!("parameter {key}={v} of '{}' is outside {lo}..={hi}", self.stage)));
         }
         Ok(v)
     }
@@ -349,11 +349,7 @@ pub fn stage_ids(spec: &str) -> Result<Vec<u16>> {
     CodecSpec::parse(spec)?
         .stages
         .iter()
-        .map(|s| {
-            stage_def(&s.name)
-                .map(|d| d.id)
-                .ok_or_else(|| Error::invalid(format!("unknown codec '{}'", s.name)))
-        })
+        .map(|s| stage_def(&s.name).map(|d| d.id).ok_or_else(|| Error::invalid(format!("unknown codec '{}'", s.name))))
         .collect()
 }
 

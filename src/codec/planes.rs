@@ -3,7 +3,7 @@
 //! each plane with CODER. The byte-reordering approach of the Aveiro
 //! Qwen2-0.5B study; the baseline the float-aware codecs must beat.
 
-use super::{chain_spec, put_block, ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind};
+use super::{ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind, chain_spec, put_block};
 use crate::error::{Error, Result};
 
 pub struct Planes {
@@ -127,7 +127,7 @@ impl Codec for Planes {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{build, decode_all, encode_all, ChunkInfo};
+    use super::super::{ChunkInfo, build, decode_all, encode_all};
     use super::*;
     use crate::tensor::DType;
 

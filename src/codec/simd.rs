@@ -90,18 +90,10 @@ fn cpu() -> Cpu {
                 && is_x86_feature_detected!("avx512vbmi")
                 && is_x86_feature_detected!("avx512vbmi2")
                 && is_x86_feature_detected!("bmi2");
-            Cpu {
-                ssse3,
-                avx2,
-                avx512,
-            }
+            Cpu { ssse3, avx2, avx512 }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        Cpu {
-            ssse3: false,
-            avx2: false,
-            avx512: false,
-        }
+        Cpu { ssse3: false, avx2: false, avx512: false }
     })
 }
 
@@ -119,10 +111,7 @@ pub fn detected() -> Level {
 
 /// Every level this core has, lowest first (what the tests loop over).
 pub fn levels() -> Vec<Level> {
-    Level::ALL
-        .into_iter()
-        .filter(|&l| l <= detected())
-        .collect()
+    Level::ALL.into_iter().filter(|&l| l <= detected()).collect()
 }
 
 const UNSET: u8 = u8::MAX;
@@ -155,8 +144,7 @@ fn requested() -> Level {
         UNSET => {
             let l = from_env();
             // Another thread may have set a level meanwhile: keep it.
-            let _ =
-                REQUESTED.compare_exchange(UNSET, l as u8, Ordering::Relaxed, Ordering::Relaxed);
+            let _ = REQUESTED.compare_exchange(UNSET, l as u8, Ordering::Relaxed, Ordering::Relaxed);
             Level::from_u8(REQUESTED.load(Ordering::Relaxed))
         }
         v => Level::from_u8(v),

@@ -91,7 +91,8 @@ pub fn summary(rows: &[ResultRow]) -> String {
         let whole = r.tensor == "*";
         // keep first-seen order of codecs within a file
         let order = rows.iter().position(|x| x.codec == r.codec && x.file == r.file).unwrap_or(i);
-        let a = groups.entry((r.file.clone(), r.variant.clone(), whole, r.threads, order, r.codec.clone())).or_default();
+        let a =
+            groups.entry((r.file.clone(), r.variant.clone(), whole, r.threads, order, r.codec.clone())).or_default();
         a.n += 1;
         a.available = r.available;
         if !r.available {
@@ -132,7 +133,9 @@ pub fn summary(rows: &[ResultRow]) -> String {
             continue;
         }
         let pct = |x: f64| if x.is_finite() { format!("{:.2}%", 100.0 * x) } else { "-".into() };
-        let rate = |secs: f64| if secs.is_finite() && secs > 0.0 { format!("{:.1}", a.orig as f64 / 1e6 / secs) } else { "-".into() };
+        let rate = |secs: f64| {
+            if secs.is_finite() && secs > 0.0 { format!("{:.1}", a.orig as f64 / 1e6 / secs) } else { "-".into() }
+        };
         s.push_str(&format!(
             "{codec:<44} {:>8} {:>8} {:>10} {:>10}  {}\n",
             pct(a.comp as f64 / a.orig.max(1) as f64),

@@ -52,18 +52,27 @@ fn memory() -> Option<u64> {
 fn os() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string()))
         .unwrap_or_else(|| std::env::consts::OS.to_string())
 }
 
 /// The crates whose versions decide the numbers.
 const CRATES: &[&str] = &[
-    "zstd", "zstd-sys", "zstd-safe", "lz4_flex", "xz2", "lzma-sys", "flate2", "zlib-rs", "blosc2-rs",
-    "constriction", "half", "rayon", "polars", "plotters", "hf-hub",
+    "zstd",
+    "zstd-sys",
+    "zstd-safe",
+    "lz4_flex",
+    "xz2",
+    "lzma-sys",
+    "flate2",
+    "zlib-rs",
+    "blosc2-rs",
+    "constriction",
+    "half",
+    "rayon",
+    "polars",
+    "plotters",
+    "hf-hub",
 ];
 
 fn crate_versions() -> BTreeMap<String, String> {
@@ -75,7 +84,8 @@ fn crate_versions() -> BTreeMap<String, String> {
     let Ok(v) = lock.parse::<toml::Table>() else { return out };
     if let Some(pkgs) = v.get("package").and_then(|p| p.as_array()) {
         for p in pkgs {
-            let (Some(n), Some(ver)) = (p.get("name").and_then(|x| x.as_str()), p.get("version").and_then(|x| x.as_str()))
+            let (Some(n), Some(ver)) =
+                (p.get("name").and_then(|x| x.as_str()), p.get("version").and_then(|x| x.as_str()))
             else {
                 continue;
             };
@@ -106,13 +116,16 @@ pub fn utc_now() -> String {
 
 impl Machine {
     pub fn detect(peers: &[super::peers::PeerSpec]) -> Machine {
-        let git_dirty = cmd_line("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        let git_dirty =
+            cmd_line("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
         Machine {
             cpu_model: cpu_model(),
             cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             memory_bytes: memory(),
             os: os(),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default(),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
             rustc: cmd_line("rustc", &["-V"]).unwrap_or_else(|| "unknown".into()),
             weightlab: env!("CARGO_PKG_VERSION").to_string(),
             profile: if cfg!(debug_assertions) { "debug" } else { "release" },

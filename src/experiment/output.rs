@@ -93,7 +93,8 @@ pub fn write_csv(path: &Path, rows: &[ResultRow]) -> Result<()> {
         writeln!(w, "{}", cols.join(","))?;
         for r in rows {
             let v = serde_json::to_value(r).map_err(std::io::Error::other)?;
-            let line: Vec<String> = cols.iter().map(|c| csv_field(v.get(c).unwrap_or(&serde_json::Value::Null))).collect();
+            let line: Vec<String> =
+                cols.iter().map(|c| csv_field(v.get(c).unwrap_or(&serde_json::Value::Null))).collect();
             writeln!(w, "{}", line.join(","))?;
         }
         Ok(())

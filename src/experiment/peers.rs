@@ -62,8 +62,7 @@ impl PeerSpec {
             None => (s, ""),
         };
         if !CLI_TOOLS.iter().any(|t| t.name == name) && !PYTHON_PEERS.iter().any(|p| p.0 == name) {
-            let known: Vec<&str> =
-                CLI_TOOLS.iter().map(|t| t.name).chain(PYTHON_PEERS.iter().map(|p| p.0)).collect();
+            let known: Vec<&str> = CLI_TOOLS.iter().map(|t| t.name).chain(PYTHON_PEERS.iter().map(|p| p.0)).collect();
             return Err(Error::invalid(format!("unknown peer '{name}' (known: {})", known.join(", "))));
         }
         if args.chars().any(|c| matches!(c, ';' | '|' | '&' | '$' | '`' | '>' | '<' | '\n')) {
@@ -202,9 +201,9 @@ fn run_measured(cmd: Command, stdout: Option<&Path>, rss_file: &Path) -> Result<
     let (ok, rss) = wait_rusage(&mut child)?;
     let secs = t0.elapsed().as_secs_f64();
     let rss = if time.is_file() {
-        let kb = std::fs::read_to_string(rss_file).ok().and_then(|t| {
-            t.lines().rev().find_map(|l| l.trim().parse::<u64>().ok())
-        });
+        let kb = std::fs::read_to_string(rss_file)
+            .ok()
+            .and_then(|t| t.lines().rev().find_map(|l| l.trim().parse::<u64>().ok()));
         let _ = std::fs::remove_file(rss_file);
         kb.map(|k| k * 1024)
     } else {
@@ -266,7 +265,12 @@ fn tool_version(program: &Path) -> String {
         .ok()
         .map(|o| {
             let s = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-            String::from_utf8_lossy(&s).lines().next().unwrap_or("").trim_matches(|c: char| c == '*' || c.is_whitespace()).to_string()
+            String::from_utf8_lossy(&s)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_matches(|c: char| c == '*' || c.is_whitespace())
+                .to_string()
         })
         .unwrap_or_default()
 }
@@ -285,7 +289,9 @@ pub fn measure(spec: &PeerSpec, run: &PeerRun) -> PeerOutcome {
 /// The version string of a peer, or why it is unavailable.
 pub fn describe(spec: &PeerSpec) -> std::result::Result<String, String> {
     if let Some(tool) = CLI_TOOLS.iter().find(|t| t.name == spec.name) {
-        return which(tool.program).map(|p| tool_version(&p)).ok_or_else(|| format!("{} not found on PATH", tool.program));
+        return which(tool.program)
+            .map(|p| tool_version(&p))
+            .ok_or_else(|| format!("{} not found on PATH", tool.program));
     }
     match (peers_python(), peer_script(&spec.name)) {
         (None, _) => Err("no .venv-peers (run `just peers`)".into()),
@@ -339,7 +345,8 @@ fn measure_cli(spec: &PeerSpec, run: &PeerRun) -> Result<PeerOutcome> {
         Ok(true)
     };
     let verify = |out: &mut PeerOutcome| -> Result<()> {
-        out.compressed_bytes = Some(std::fs::metadata(&packed).map_err(|e| Error::io("reading the packed size", e))?.len());
+        out.compressed_bytes =
+            Some(std::fs::metadata(&packed).map_err(|e| Error::io("reading the packed size", e))?.len());
         out.verified = files_equal(run.input, &unpacked)?;
         Ok(())
     };

@@ -177,7 +177,13 @@ impl ErrorAccumulator {
         let mse = if self.n_finite > 0 { self.sum_sq / self.n_finite as f64 } else { 0.0 };
         let rmse = mse.sqrt();
         let psnr = if mse == 0.0 { f64::INFINITY } else { 20.0 * range.log10() - 10.0 * mse.log10() };
-        let nrmse = if range > 0.0 { rmse / range } else if rmse == 0.0 { 0.0 } else { f64::INFINITY };
+        let nrmse = if range > 0.0 {
+            rmse / range
+        } else if rmse == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        };
         let mut violations = self.violations;
         if let Some(ErrorBound::ValueRangeRel(e)) = self.bound
             && self.max_abs > e * range

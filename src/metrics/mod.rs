@@ -2,4 +2,4 @@
 
 pub mod error;
 
-pub use error::{error_stats, ErrorAccumulator, ErrorStats};
+pub use error::{ErrorAccumulator, ErrorStats, error_stats};

@@ -89,9 +89,7 @@ fn column_from_values(field: &str, vals: &[&Value], default: &Value) -> Result<C
             &default_column_type(default).unwrap_or_else(|| null_column_type(field)),
         ),
         Some(Value::Bool(_)) => Column::new(name, vals.iter().map(|v| v.as_bool()).collect::<Vec<_>>()),
-        Some(Value::String(_)) => {
-            Column::new(name, vals.iter().map(|v| v.as_str()).collect::<Vec<Option<&str>>>())
-        }
+        Some(Value::String(_)) => Column::new(name, vals.iter().map(|v| v.as_str()).collect::<Vec<Option<&str>>>()),
         Some(Value::Number(_)) => {
             if vals.iter().all(|v| v.is_null() || v.is_u64()) {
                 Column::new(name, vals.iter().map(|v| v.as_u64()).collect::<Vec<_>>())
@@ -155,8 +153,7 @@ pub fn frame_to_rows(df: &DataFrame) -> Result<Vec<ResultRow>> {
                 let v = c.get(i).map_err(|e| pe("reading the results table", e))?;
                 m.insert(c.name().to_string(), any_to_json(v));
             }
-            serde_json::from_value(Value::Object(m))
-                .map_err(|e| Error::invalid(format!("results table, row {i}: {e}")))
+            serde_json::from_value(Value::Object(m)).map_err(|e| Error::invalid(format!("results table, row {i}: {e}")))
         })
         .collect()
 }

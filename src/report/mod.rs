@@ -155,8 +155,7 @@ pub fn rerender_with(dir: &std::path::Path, exp: Option<&crate::experiment::Expe
     let rows = read_rows(&dir.join("results.parquet"))?;
     let meta_path = dir.join("meta.json");
     let meta: ReportMeta = match std::fs::read(&meta_path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::invalid(format!("{}: {e}", meta_path.display())))?,
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::invalid(format!("{}: {e}", meta_path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => ReportMeta {
             name: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             ..Default::default()

@@ -195,9 +195,7 @@ impl DType {
             .checked_mul(self.bits() as u64)
             .ok_or_else(|| Error::invalid(format!("{numel} elements of {self} overflow")))?;
         if bits % 8 != 0 {
-            return Err(Error::invalid(format!(
-                "{numel} elements of {self} do not fill whole bytes ({bits} bits)"
-            )));
+            return Err(Error::invalid(format!("{numel} elements of {self} do not fill whole bytes ({bits} bits)")));
         }
         Ok(bits / 8)
     }
@@ -219,8 +217,7 @@ impl std::str::FromStr for DType {
 /// Number of elements of a shape, checked for overflow.
 pub fn numel(shape: &[u64]) -> Result<u64> {
     shape.iter().try_fold(1u64, |acc, &d| {
-        acc.checked_mul(d)
-            .ok_or_else(|| Error::invalid(format!("shape {shape:?} overflows")))
+        acc.checked_mul(d).ok_or_else(|| Error::invalid(format!("shape {shape:?} overflows")))
     })
 }
 

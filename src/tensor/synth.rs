@@ -67,15 +67,30 @@ pub fn encode_floats(dtype: DType, vals: &[f64]) -> Vec<u8> {
 pub fn special_values(dtype: DType) -> Vec<u8> {
     match dtype {
         DType::F32 => [
-            0x7fc0_0000u32, 0x7f80_0001, 0xffc0_1234, 0x0000_0000, 0x8000_0000, 0x7f80_0000, 0xff80_0000,
-            0x0000_0001, 0x007f_ffff, 0x8000_0001, 0x7f7f_ffff,
+            0x7fc0_0000u32,
+            0x7f80_0001,
+            0xffc0_1234,
+            0x0000_0000,
+            0x8000_0000,
+            0x7f80_0000,
+            0xff80_0000,
+            0x0000_0001,
+            0x007f_ffff,
+            0x8000_0001,
+            0x7f7f_ffff,
         ]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect(),
         DType::F64 => [
-            0x7ff8_0000_0000_0000u64, 0x7ff0_0000_0000_0001, 0x0, 0x8000_0000_0000_0000, 0x7ff0_0000_0000_0000,
-            0xfff0_0000_0000_0000, 0x1, 0x800f_ffff_ffff_ffff,
+            0x7ff8_0000_0000_0000u64,
+            0x7ff0_0000_0000_0001,
+            0x0,
+            0x8000_0000_0000_0000,
+            0x7ff0_0000_0000_0000,
+            0xfff0_0000_0000_0000,
+            0x1,
+            0x800f_ffff_ffff_ffff,
         ]
         .iter()
         .flat_map(|v| v.to_le_bytes())

@@ -45,7 +45,10 @@ unsafe fn masks_avx2(ctx: &[u8], flag: &[u8; 256], masks: &mut [u64]) -> usize {
     for (b, m) in masks.iter_mut().enumerate().take(full) {
         // SAFETY: `64 b + 64 <= 64 full <= ctx.len()`.
         let (c0, c1) = unsafe {
-            (_mm256_loadu_si256(ctx.as_ptr().add(64 * b).cast()), _mm256_loadu_si256(ctx.as_ptr().add(64 * b + 32).cast()))
+            (
+                _mm256_loadu_si256(ctx.as_ptr().add(64 * b).cast()),
+                _mm256_loadu_si256(ctx.as_ptr().add(64 * b + 32).cast()),
+            )
         };
         *m = set.mask(c0) as u64 | (set.mask(c1) as u64) << 32;
     }
@@ -239,7 +242,10 @@ unsafe fn merge_ssse3(masks: &[u64], raw: &[u8], coded: &[u8], out: &mut [u8]) {
 fn merge8(mb: u8, raw: &[u8], ir: &mut usize, coded: &[u8], ic: &mut usize) -> u64 {
     use std::arch::x86_64::*;
     let spread = |s: &[u8], at: usize, k: u8| {
-        _mm_shuffle_epi8(_mm_cvtsi64_si128(load8(s, at) as i64), _mm_cvtsi64_si128(i64::from_le_bytes(EXPAND[k as usize])))
+        _mm_shuffle_epi8(
+            _mm_cvtsi64_si128(load8(s, at) as i64),
+            _mm_cvtsi64_si128(i64::from_le_bytes(EXPAND[k as usize])),
+        )
     };
     let v = _mm_cvtsi128_si64(_mm_or_si128(spread(coded, *ic, mb), spread(raw, *ir, !mb))) as u64;
     let k = mb.count_ones() as usize;
@@ -354,7 +360,11 @@ pub mod x2 {
                 let v = unsafe { _mm_loadu_si128(t.as_ptr().cast()) };
                 _mm256_set_m128i(v, v)
             };
-            FlagSet { lo: dup(rows[0]), hi: dup(rows[1]), bits: dup([1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128]) }
+            FlagSet {
+                lo: dup(rows[0]),
+                hi: dup(rows[1]),
+                bits: dup([1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128]),
+            }
         }
 
         /// Bit `k` set where context byte `k` of `c` is flagged.
@@ -395,15 +405,17 @@ pub mod x2 {
         #[target_feature(enable = "avx2,popcnt")]
         pub fn next(&mut self, c: __m256i) -> __m256i {
             let m = self.set.mask(c);
-            let q: [i64; 4] =
-                std::array::from_fn(|j| merge8((m >> (8 * j)) as u8, self.raw, &mut self.ir, self.coded, &mut self.ic) as i64);
+            let q: [i64; 4] = std::array::from_fn(|j| {
+                merge8((m >> (8 * j)) as u8, self.raw, &mut self.ir, self.coded, &mut self.ic) as i64
+            });
             _mm256_set_epi64x(q[3], q[2], q[1], q[0])
         }
 
         /// The symbol of the next element, with context `c`.
         #[inline]
         pub fn one(&mut self, c: u8) -> u8 {
-            let (src, at) = if self.flag[c as usize] != 0 { (self.coded, &mut self.ic) } else { (self.raw, &mut self.ir) };
+            let (src, at) =
+                if self.flag[c as usize] != 0 { (self.coded, &mut self.ic) } else { (self.raw, &mut self.ir) };
             let s = src.get(*at).copied().unwrap_or(0);
             *at += 1;
             s
@@ -581,7 +593,12 @@ pub mod x512 {
             for (j, &(src, clear)) in srcs.iter().enumerate() {
                 let kk = if clear { !k & valid(n - i) } else { k };
                 // SAFETY: `at[j] <= i < n`, so 64 bytes from `at[j]` are within the capacity.
-                unsafe { _mm512_storeu_si512(outs[j].as_mut_ptr().add(at[j]).cast(), _mm512_maskz_compress_epi8(kk, load(src, i))) };
+                unsafe {
+                    _mm512_storeu_si512(
+                        outs[j].as_mut_ptr().add(at[j]).cast(),
+                        _mm512_maskz_compress_epi8(kk, load(src, i)),
+                    )
+                };
                 at[j] += kk.count_ones() as usize;
             }
         }
@@ -636,7 +653,11 @@ mod tests {
                 let coded: Vec<u8> = syms.iter().zip(&ctx).filter(|(_, c)| on(c)).map(|(s, _)| *s).collect();
                 let cc: Vec<u8> = ctx.iter().filter(|c| on(c)).copied().collect();
                 assert_eq!(flagged(&ctx, &flag), cc, "n {n}, density {density}");
-                assert_eq!(split_flagged(&syms, &ctx, &flag), (raw.clone(), coded.clone(), cc), "n {n}, density {density}");
+                assert_eq!(
+                    split_flagged(&syms, &ctx, &flag),
+                    (raw.clone(), coded.clone(), cc),
+                    "n {n}, density {density}"
+                );
                 let mut out = vec![0u8; n];
                 merge_flagged(&ctx, &flag, &raw, &coded, &mut out);
                 assert_eq!(out, syms, "n {n}, density {density}");

@@ -480,8 +480,9 @@ fn plan_contexts(hs: &[(u8, Hist)], log2: u32, min_gain: f64) -> Option<([u8; 25
         }
     }
     let pool_n: u64 = pool.iter().sum();
-    let pool_coded =
-        pool_n > 0 && sampled_entropy_bits(&pool, log2) + model_bytes_estimate(&pool) * 8.0 < pool_n as f64 * 8.0 * (1.0 - min_gain);
+    let pool_coded = pool_n > 0
+        && sampled_entropy_bits(&pool, log2) + model_bytes_estimate(&pool) * 8.0
+            < pool_n as f64 * 8.0 * (1.0 - min_gain);
     if own.is_empty() && !pool_coded {
         return None;
     }

@@ -28,8 +28,8 @@
 //! the initial state and every word consumed reports corruption.
 
 use super::Model;
-use std::mem::MaybeUninit;
 use crate::error::{Error, Result};
+use std::mem::MaybeUninit;
 
 /// Interleaved coder states of short single streams and of context streams.
 pub const LANES: usize = 4;
@@ -229,11 +229,7 @@ struct Dec<'a, const N: usize> {
 impl<'a, const N: usize> Dec<'a, N> {
     fn parse(input: &'a [u8]) -> Result<Dec<'a, N>> {
         if input.len() < N * 4 {
-            return Err(Error::truncated(format!(
-                "rANS: {} bytes, need {} for the coder states",
-                input.len(),
-                N * 4
-            )));
+            return Err(Error::truncated(format!("rANS: {} bytes, need {} for the coder states", input.len(), N * 4)));
         }
         let mut x = [0u32; N];
         for (k, s) in x.iter_mut().enumerate() {
@@ -373,7 +369,13 @@ pub fn decode<const N: usize>(input: &[u8], t: &DecTables, out: &mut [u8]) -> Re
 
 /// Decode `out.len()` symbols on `N` lanes, symbol `i` with model
 /// `map[ctx[i]]` (map entries beyond the models fall back to model 0).
-pub fn decode_ctx<const N: usize>(input: &[u8], t: &DecTables, ctx: &[u8], map: &[u8; 256], out: &mut [u8]) -> Result<()> {
+pub fn decode_ctx<const N: usize>(
+    input: &[u8],
+    t: &DecTables,
+    ctx: &[u8],
+    map: &[u8; 256],
+    out: &mut [u8],
+) -> Result<()> {
     if ctx.len() != out.len() {
         return Err(Error::invalid("rANS: context length differs from output length"));
     }
@@ -396,9 +398,9 @@ pub fn decode_ctx<const N: usize>(input: &[u8], t: &DecTables, ctx: &[u8], map: 
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::DecTables;
-    use crate::codec::entropy::merge::x512::{load, Flags};
-    use std::mem::MaybeUninit;
+    use crate::codec::entropy::merge::x512::{Flags, load};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// AVX2 paths allowed (the core has them, and the level of
     /// [`crate::codec::simd`]).
@@ -417,7 +419,13 @@ mod simd {
     /// halves in lane order as two 8-lane vectors do. While at least `32 V`
     /// payload bytes are left (a vector loads 32 bytes at the cursor and
     /// advances it by at most that).
-    pub fn decode512<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
+    pub fn decode512<const V: usize>(
+        x: &mut [u32],
+        pos: &mut usize,
+        words: &[u8],
+        t: &DecTables,
+        out: &mut [u8],
+    ) -> usize {
         assert!(x.len() == 16 * V && crate::codec::simd::cpu_avx512() && t.models() == 1);
         // SAFETY: AVX-512 is available (checked above).
         unsafe { decode_avx512::<V, false>(x, pos, words, t, None, out) }
@@ -463,7 +471,8 @@ mod simd {
         let mut p = *pos;
         let mut g = 0;
         // SAFETY: `x` has `16 * V` elements (asserted by the caller).
-        let mut xv: [__m512i; V] = std::array::from_fn(|j| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * j).cast()) });
+        let mut xv: [__m512i; V] =
+            std::array::from_fn(|j| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * j).cast()) });
         let mask = _mm512_set1_epi32(((1u32 << t.p) - 1) as i32);
         let m12 = _mm512_set1_epi32(0xfff);
         let one = _mm512_set1_epi32(1);
@@ -534,7 +543,13 @@ mod simd {
     /// loads start at most 8 bytes apart and a group reads at most 16 bytes
     /// per vector, so every load is in bounds. Updates the lane states and
     /// the cursor; returns the symbols decoded (a multiple of `8 * V`).
-    pub fn decode<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
+    pub fn decode<const V: usize>(
+        x: &mut [u32],
+        pos: &mut usize,
+        words: &[u8],
+        t: &DecTables,
+        out: &mut [u8],
+    ) -> usize {
         assert!(x.len() == 8 * V && crate::codec::simd::cpu_avx2() && t.models() == 1);
         // SAFETY: AVX2 is available (checked above).
         unsafe { decode_avx2::<V>(x, pos, words, t, out) }
@@ -586,7 +601,14 @@ mod simd {
     /// last group down, continuing from the states `x` and the cursor `w`
     /// into `buf` (16 bytes of slack before the first word written), the
     /// words of each group in the order [`decode`] reads them.
-    pub fn encode<const V: usize>(x: &mut [u32], syms: &[u8], t: &[super::EncSym; 256], p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
+    pub fn encode<const V: usize>(
+        x: &mut [u32],
+        syms: &[u8],
+        t: &[super::EncSym; 256],
+        p: u32,
+        buf: &mut [MaybeUninit<u16>],
+        w: &mut usize,
+    ) {
         assert!(x.len() == 8 * V && syms.len().is_multiple_of(8 * V) && crate::codec::simd::cpu_avx2());
         assert!(*w >= syms.len() + super::FRONT_SLACK && *w <= buf.len() && (10..=12).contains(&p));
         let mut packed = [0u32; 256];
@@ -600,7 +622,14 @@ mod simd {
 
     /// [`encode`] with `V` vectors of sixteen lanes (AVX-512), writing the
     /// same stream.
-    pub fn encode512<const V: usize>(x: &mut [u32], syms: &[u8], t: &[super::EncSym; 256], p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
+    pub fn encode512<const V: usize>(
+        x: &mut [u32],
+        syms: &[u8],
+        t: &[super::EncSym; 256],
+        p: u32,
+        buf: &mut [MaybeUninit<u16>],
+        w: &mut usize,
+    ) {
         assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && crate::codec::simd::cpu_avx512());
         assert!(*w >= syms.len() && *w <= buf.len() && (10..=12).contains(&p));
         let mut packed = [0u32; 256];
@@ -625,7 +654,12 @@ mod simd {
         buf: &mut [MaybeUninit<u16>],
         w: &mut usize,
     ) {
-        assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && ctx.len() >= syms.len() && crate::codec::simd::cpu_avx512());
+        assert!(
+            x.len() == 16 * V
+                && syms.len().is_multiple_of(16 * V)
+                && ctx.len() >= syms.len()
+                && crate::codec::simd::cpu_avx512()
+        );
         assert!(*w >= syms.len() && *w <= buf.len() && (10..=12).contains(&p));
         assert!(map.iter().all(|&m| (m as usize) < tables.len()));
         let packed: Vec<u32> = tables
@@ -664,7 +698,8 @@ mod simd {
     ) {
         let per = 16 * V;
         // SAFETY: `x` has `16 * V` elements (asserted by the caller).
-        let mut xv: [__m512i; V] = std::array::from_fn(|j| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * j).cast()) });
+        let mut xv: [__m512i; V] =
+            std::array::from_fn(|j| unsafe { _mm512_loadu_si512(x.as_ptr().add(16 * j).cast()) });
         let base = buf.as_mut_ptr();
         let mut wi = *w;
         let shift = _mm_cvtsi32_si128(32 - p as i32);
@@ -677,7 +712,8 @@ mod simd {
         for g in (0..syms.len() / per).rev() {
             for j in (0..V).rev() {
                 // SAFETY: `g * per + 16 * j + 16 <= syms.len()`.
-                let mut idx = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(syms.as_ptr().add(g * per + 16 * j).cast()) });
+                let mut idx =
+                    _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(syms.as_ptr().add(g * per + 16 * j).cast()) });
                 if let (true, Some((ctx, map))) = (CTX, &models) {
                     idx = _mm512_or_si512(idx, model_bases(ctx, g * per + 16 * j, map, eight));
                 }
@@ -720,7 +756,14 @@ mod simd {
     /// rounded quotient below `2^22` cannot reach the next integer, which is
     /// at least `1 / freq >= 2^-12` away; an exact one is exact).
     #[target_feature(enable = "avx2,popcnt")]
-    unsafe fn encode_avx2<const V: usize>(x: &mut [u32], syms: &[u8], packed: &[u32; 256], p: u32, buf: &mut [MaybeUninit<u16>], w: &mut usize) {
+    unsafe fn encode_avx2<const V: usize>(
+        x: &mut [u32],
+        syms: &[u8],
+        packed: &[u32; 256],
+        p: u32,
+        buf: &mut [MaybeUninit<u16>],
+        w: &mut usize,
+    ) {
         let per = 8 * V;
         // SAFETY: `x` has `8 * V` elements (asserted by the caller).
         let mut xv: [__m256i; V] = std::array::from_fn(|j| unsafe { _mm256_loadu_si256(x.as_ptr().add(8 * j).cast()) });
@@ -749,7 +792,10 @@ mod simd {
                 // every 16-byte store ending at `wb` starts at or after `base`.
                 unsafe {
                     let ctl = |k: usize| _mm_loadu_si128(PACK[k].as_ptr().cast());
-                    _mm_storeu_si128(base.add(wb - 16).cast(), _mm_shuffle_epi8(_mm256_extracti128_si256::<1>(xj), ctl(hi)));
+                    _mm_storeu_si128(
+                        base.add(wb - 16).cast(),
+                        _mm_shuffle_epi8(_mm256_extracti128_si256::<1>(xj), ctl(hi)),
+                    );
                     wb -= 2 * hi.count_ones() as usize;
                     _mm_storeu_si128(base.add(wb - 16).cast(), _mm_shuffle_epi8(_mm256_castsi256_si128(xj), ctl(lo)));
                     wb -= 2 * lo.count_ones() as usize;
@@ -776,7 +822,13 @@ mod simd {
     }
 
     #[target_feature(enable = "avx2,popcnt")]
-    unsafe fn decode_avx2<const V: usize>(x: &mut [u32], pos: &mut usize, words: &[u8], t: &DecTables, out: &mut [u8]) -> usize {
+    unsafe fn decode_avx2<const V: usize>(
+        x: &mut [u32],
+        pos: &mut usize,
+        words: &[u8],
+        t: &DecTables,
+        out: &mut [u8],
+    ) -> usize {
         let per = 8 * V;
         let groups = out.len() / per;
         let mut p = *pos;
@@ -813,8 +865,14 @@ mod simd {
                 // LUT index is below 16.
                 let (w_lo, w_hi) = unsafe {
                     (
-                        _mm_shuffle_epi8(_mm_loadu_si128(words.as_ptr().add(p).cast()), _mm_loadu_si128(LUT[lo].as_ptr().cast())),
-                        _mm_shuffle_epi8(_mm_loadu_si128(words.as_ptr().add(at_hi).cast()), _mm_loadu_si128(LUT[hi].as_ptr().cast())),
+                        _mm_shuffle_epi8(
+                            _mm_loadu_si128(words.as_ptr().add(p).cast()),
+                            _mm_loadu_si128(LUT[lo].as_ptr().cast()),
+                        ),
+                        _mm_shuffle_epi8(
+                            _mm_loadu_si128(words.as_ptr().add(at_hi).cast()),
+                            _mm_loadu_si128(LUT[hi].as_ptr().cast()),
+                        ),
                     )
                 };
                 let w = _mm256_set_m128i(w_hi, w_lo);
@@ -936,11 +994,16 @@ mod tests {
             let (syms, m0) = skewed(n.max(1), 40 + n as u64);
             let syms = &syms[..n];
             let ctx: Vec<u8> = (0..n).map(|i| (i * 7 % 5) as u8).collect();
-            let models = vec![m0, Model::uniform(12), Model::from_hist(&crate::codec::entropy::hist(&[1, 2, 3, 200]), 12).unwrap()];
+            let models = vec![
+                m0,
+                Model::uniform(12),
+                Model::from_hist(&crate::codec::entropy::hist(&[1, 2, 3, 200]), 12).unwrap(),
+            ];
             // Contexts 3 and 4 share model 1; unused contexts point past the models.
             let mut map = [9u8; 256];
             map[..5].copy_from_slice(&[0, 1, 0, 1, 1]);
-            let syms: Vec<u8> = syms.iter().zip(&ctx).map(|(&s, &c)| if map[c as usize] == 1 { s ^ 0x55 } else { s }).collect();
+            let syms: Vec<u8> =
+                syms.iter().zip(&ctx).map(|(&s, &c)| if map[c as usize] == 1 { s ^ 0x55 } else { s }).collect();
             let tables: Vec<[EncSym; 256]> = models.iter().map(enc_table).collect();
             let mut scalar = Vec::new();
             let sym = |i: usize| &tables[map[ctx[i] as usize] as usize][syms[i] as usize];
@@ -984,5 +1047,4 @@ mod tests {
         decode_ctx::<LANES>(&enc, &DecTables::new(&models), &ctx, &map, &mut out).unwrap();
         assert_eq!(out, syms);
     }
-
 }

@@ -94,10 +94,8 @@ fn context_models_pay_where_the_contexts_matter() {
     let mut r = Rng::from_state(11);
     let n = 1 << 18;
     let ctx: Vec<u8> = (0..n).map(|_| (r.next_u64() % 8) as u8).collect();
-    let syms: Vec<u8> = ctx
-        .iter()
-        .map(|&c| if c < 4 { c * 10 + (r.next_u64() % 3) as u8 } else { r.next_u64() as u8 })
-        .collect();
+    let syms: Vec<u8> =
+        ctx.iter().map(|&c| if c < 4 { c * 10 + (r.next_u64() % 3) as u8 } else { r.next_u64() as u8 }).collect();
     let with = round_trip(&syms, Some(&ctx));
     let without = round_trip(&syms, None);
     assert!(with.len() * 10 < without.len() * 8, "{} vs {}", with.len(), without.len());

@@ -18,7 +18,7 @@
 //! u32-length-prefixed.
 
 use crate::codec::entropy::{decode_parts, decode_stream, encode_stream, encode_stream_with};
-use crate::codec::{with_block, ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind};
+use crate::codec::{ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind, with_block};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 use std::mem::MaybeUninit;
@@ -275,8 +275,8 @@ fn decode(info: &ChunkInfo, input: &[u8], out: &mut [u8], how: Assembly) -> Resu
 /// (measured on MiniLM-BF16 with `examples/codec_speed.rs`: see the README).
 #[cfg(target_arch = "x86_64")]
 mod fused {
-    use crate::codec::entropy::merge::x512::{load, store, valid, Merger};
     use crate::codec::entropy::Parts;
+    use crate::codec::entropy::merge::x512::{Merger, load, store, valid};
     use std::arch::x86_64::*;
 
     /// One plane's source of 64 bytes at a time.
@@ -432,8 +432,8 @@ mod fused {
 /// element at a time.
 #[cfg(target_arch = "x86_64")]
 mod fused2 {
-    use crate::codec::entropy::merge::x2::Merger;
     use crate::codec::entropy::Parts;
+    use crate::codec::entropy::merge::x2::Merger;
     use std::arch::x86_64::*;
 
     /// One plane's source: 32 bytes at a time, or one.
@@ -601,7 +601,7 @@ mod fused2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::float::testdata::{cases, Case};
+    use crate::codec::float::testdata::{Case, cases};
     use crate::codec::{build, decode_all, encode_all};
 
     fn info(dtype: DType) -> ChunkInfo<'static> {

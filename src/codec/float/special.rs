@@ -7,7 +7,7 @@
 
 use super::exp::Exp;
 use crate::codec::entropy::{decode_stream, encode_stream};
-use crate::codec::{put_block, ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind};
+use crate::codec::{ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind, put_block};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 use std::collections::HashMap;
@@ -72,7 +72,10 @@ impl Codec for Const {
                 let v = r.bytes(u)?;
                 r.finish()?;
                 if !out.len().is_multiple_of(u) {
-                    return Err(Error::corrupt(format!("const: {} bytes is not a whole number of {u}-byte values", out.len())));
+                    return Err(Error::corrupt(format!(
+                        "const: {} bytes is not a whole number of {u}-byte values",
+                        out.len()
+                    )));
                 }
                 for c in out.chunks_exact_mut(u) {
                     c.copy_from_slice(v);
@@ -231,7 +234,11 @@ impl Codec for Table {
         }
         let w = value_width(info.dtype, out.len());
         if w == 0 {
-            return Err(Error::corrupt(format!("table: {} bytes of {} cannot hold table values", out.len(), info.dtype)));
+            return Err(Error::corrupt(format!(
+                "table: {} bytes of {} cannot hold table values",
+                out.len(),
+                info.dtype
+            )));
         }
         let k = r.u8()? as usize + 1;
         let table = r.bytes(k * w)?;
@@ -285,7 +292,8 @@ mod tests {
 
     #[test]
     fn const_stores_one_value() {
-        let data: Vec<u8> = std::iter::repeat_n(half::bf16::from_f32(0.5).to_bits().to_le_bytes(), 10_000).flatten().collect();
+        let data: Vec<u8> =
+            std::iter::repeat_n(half::bf16::from_f32(0.5).to_bits().to_le_bytes(), 10_000).flatten().collect();
         let enc = encode_all(&Const, &info(DType::BF16), &data).unwrap();
         assert_eq!(enc.len(), 3);
         assert!(decode_all(&Const, &info(DType::BF16), &enc[..2], data.len()).is_err());
@@ -326,7 +334,8 @@ mod tests {
     #[test]
     fn bit_packing_is_inverse() {
         for bits in 1..=8u32 {
-            let idx: Vec<u8> = (0..1003u32).map(|i| (i.wrapping_mul(2654435761) >> 20) as u8 & ((1u16 << bits) - 1) as u8).collect();
+            let idx: Vec<u8> =
+                (0..1003u32).map(|i| (i.wrapping_mul(2654435761) >> 20) as u8 & ((1u16 << bits) - 1) as u8).collect();
             let mut p = Vec::new();
             pack(&idx, bits, &mut p);
             let mut back = vec![0u8; idx.len()];

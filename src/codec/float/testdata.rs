@@ -1,7 +1,7 @@
 //! Seeded synthetic tensors for the float codec tests.
 
-use crate::tensor::synth::Rng;
 use crate::tensor::DType;
+use crate::tensor::synth::Rng;
 
 /// Encode an f64 in a float dtype (round to nearest even via `half` for 16
 /// bits; FP8/FP4 by truncating the top bits of an f16/f32, which is enough
@@ -71,11 +71,12 @@ pub fn cases() -> Vec<Case> {
         push("heavy tails", heavy);
         push("zeros", vec![0u8; 4096]);
         let mut special = Vec::new();
-        for (i, x) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0, 1e-40, -1e-45, 5e-324, 1e-8, 65504.0, 1e300]
-            .iter()
-            .cycle()
-            .take(999)
-            .enumerate()
+        for (i, x) in
+            [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 0.0, 1e-40, -1e-45, 5e-324, 1e-8, 65504.0, 1e300]
+                .iter()
+                .cycle()
+                .take(999)
+                .enumerate()
         {
             encode(dtype, *x * if i % 2 == 0 { 1.0 } else { -1.0 }, &mut special);
         }

@@ -8,7 +8,7 @@
 //! ```
 
 use crate::codec::{self, Fidelity};
-use crate::container::{compress, Archive, CompressOptions};
+use crate::container::{Archive, CompressOptions, compress};
 use crate::metrics::error::ErrorAccumulator;
 use crate::tensor::SafeTensors;
 use std::time::Instant;

@@ -108,12 +108,7 @@ impl Fk {
 }
 
 /// Encode `data` with `next` into a u32-length-prefixed block of `out`.
-pub(crate) fn put_next(
-    next: &dyn super::Codec,
-    info: &super::ChunkInfo,
-    data: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<()> {
+pub(crate) fn put_next(next: &dyn super::Codec, info: &super::ChunkInfo, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
     let mut buf = Vec::new();
     next.encode(info, data, &mut buf)?;
     super::put_block(out, &buf)
@@ -145,22 +140,19 @@ pub(crate) fn default_next(next: Option<Box<dyn super::Codec>>) -> Result<Box<dy
 /// describe what comes out.
 pub(crate) fn lossless_next(next: Box<dyn super::Codec>) -> Result<Box<dyn super::Codec>> {
     if !next.fidelity().is_lossless() {
-        return Err(Error::invalid(format!(
-            "a lossy stage must be followed by lossless ones, not '{}'",
-            next.spec()
-        )));
+        return Err(Error::invalid(format!("a lossy stage must be followed by lossless ones, not '{}'", next.spec())));
     }
     Ok(next)
 }
 
 #[cfg(test)]
 mod archive_tests {
-    use super::testdata::{to_bytes, Rng};
     use super::Fk;
+    use super::testdata::{Rng, to_bytes};
     use crate::codec::Fidelity;
-    use crate::container::{compress, Archive, CompressOptions};
+    use crate::container::{Archive, CompressOptions, compress};
     use crate::metrics::error::error_stats;
-    use crate::tensor::{safetensors, DType, OwnedTensor};
+    use crate::tensor::{DType, OwnedTensor, safetensors};
 
     /// Whole archives: several chunks per tensor (some cut inside rows),
     /// specials, a non-float tensor and a kept norm; the bound recorded in

@@ -24,8 +24,8 @@
 //! u64 n_exceptions`, and three blocks coded by the next stage: scales,
 //! codes, exceptions (u32 LE index + the element's bytes).
 
-use super::super::{chain_spec, ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind};
-use super::{default_next, get_next, put_next, Fk};
+use super::super::{ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind, chain_spec};
+use super::{Fk, default_next, get_next, put_next};
 use crate::error::{Error, Result};
 use half::f16;
 
@@ -35,7 +35,11 @@ pub const INT8: StageDef = StageDef {
     version: 1,
     kind: StageKind::Transform,
     summary: "blockwise absmax int8 quantization (block=128, scale=auto|f16|dtype, select=auto|all); no bound, errors measured",
-    examples: &["int8:block=128,scale=auto,select=auto>zstd:level=3", "int8:block=32,scale=dtype,select=all>raw", "int8:block=7,scale=f16,select=all>lz4"],
+    examples: &[
+        "int8:block=128,scale=auto,select=auto>zstd:level=3",
+        "int8:block=32,scale=dtype,select=all>raw",
+        "int8:block=7,scale=f16,select=all>lz4",
+    ],
     build: |p: &mut Params, next| BlockQuant::build(8, p, next),
 };
 
@@ -45,7 +49,11 @@ pub const INT4: StageDef = StageDef {
     version: 1,
     kind: StageKind::Transform,
     summary: "blockwise absmax int4 quantization, two values per byte (block=128, scale=auto|f16|dtype, select=auto|all)",
-    examples: &["int4:block=128,scale=auto,select=auto>zstd:level=3", "int4:block=33,scale=dtype,select=all>raw", "int4:block=7,scale=f16,select=all>lz4"],
+    examples: &[
+        "int4:block=128,scale=auto,select=auto>zstd:level=3",
+        "int4:block=33,scale=dtype,select=all>raw",
+        "int4:block=7,scale=f16,select=all>lz4",
+    ],
     build: |p: &mut Params, next| BlockQuant::build(4, p, next),
 };
 
@@ -122,10 +130,7 @@ impl Codec for BlockQuant {
             ScaleMode::DType => "dtype",
         };
         let select = if self.select_all { "all" } else { "auto" };
-        chain_spec(
-            &format!("int{}:block={},scale={scale},select={select}", self.bits, self.block),
-            self.next.as_ref(),
-        )
+        chain_spec(&format!("int{}:block={},scale={scale},select={select}", self.bits, self.block), self.next.as_ref())
     }
 
     fn fidelity(&self) -> Fidelity {
@@ -302,7 +307,7 @@ pub fn unpack_int4(bytes: &[u8], n: usize) -> Result<Vec<i32>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdata::{adversarial, to_bytes, Rng};
+    use super::super::testdata::{Rng, adversarial, to_bytes};
     use super::*;
     use crate::codec::{build, decode_all, encode_all};
     use crate::metrics::error::error_stats;
@@ -386,7 +391,9 @@ mod tests {
         for (fk, dtype) in [(Fk::F32, DType::F32), (Fk::BF16, DType::BF16), (Fk::F16, DType::F16)] {
             for (what, v) in adversarial(3) {
                 let data = to_bytes(fk, &v);
-                for spec in ["int8:block=128,select=all", "int4:block=32,select=all", "int4:block=7,select=all,scale=f16"] {
+                for spec in
+                    ["int8:block=128,select=all", "int4:block=32,select=all", "int4:block=7,select=all,scale=f16"]
+                {
                     let c = build(spec).unwrap();
                     let info = ChunkInfo { name: what, dtype, shape: &[v.len() as u64], offset: 0 };
                     let enc = encode_all(&*c, &info, &data).unwrap();
@@ -451,7 +458,13 @@ mod tests {
         for (fk, dtype, max) in [(Fk::F16, DType::F16, 65504.0), (Fk::BF16, DType::BF16, half::bf16::MAX.to_f64())] {
             let v: Vec<f64> = (0..256).map(|i| if i % 5 == 0 { -max } else { (i as f64 - 128.0) * 3.0 }).collect();
             let data = to_bytes(fk, &v);
-            for spec in ["int8:select=all", "int8:scale=f16,select=all", "int8:scale=dtype,select=all", "int4:select=all", "int4:scale=dtype,select=all"] {
+            for spec in [
+                "int8:select=all",
+                "int8:scale=f16,select=all",
+                "int8:scale=dtype,select=all",
+                "int4:select=all",
+                "int4:scale=dtype,select=all",
+            ] {
                 if dtype == DType::BF16 && spec.contains("f16") {
                     continue; // BF16's max is far beyond an F16 scale's (clamped by design)
                 }

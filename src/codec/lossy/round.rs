@@ -19,7 +19,7 @@
 //! The stream is the lossless stage's stream of the rounded tensor; the
 //! rounded tensor keeps its dtype, so a float-aware stage sees it as such.
 
-use super::super::{chain_spec, ChunkInfo, Codec, ErrorBound, Fidelity, Params, StageDef, StageKind};
+use super::super::{ChunkInfo, Codec, ErrorBound, Fidelity, Params, StageDef, StageKind, chain_spec};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
 
@@ -31,9 +31,7 @@ pub const ROUND: StageDef = StageDef {
     summary: "mantissa rounded to bits=K (RNE), then a lossless stage (default auto, else planes>zstd); bound |x-x'| <= 2^-(K+1)|x|",
     examples: &["round:bits=4>auto", "round:bits=0>planes>zstd:level=3", "round:bits=10>exp:gain=2"],
     build: |p: &mut Params, next| {
-        let bits = p
-            .string("bits")
-            .ok_or_else(|| Error::invalid("round needs bits=K (mantissa bits kept, 0..=52)"))?;
+        let bits = p.string("bits").ok_or_else(|| Error::invalid("round needs bits=K (mantissa bits kept, 0..=52)"))?;
         let bits: u32 = bits
             .parse()
             .ok()
@@ -132,8 +130,8 @@ impl Codec for Round {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdata::{adversarial, to_bytes, Rng};
     use super::super::Fk;
+    use super::super::testdata::{Rng, adversarial, to_bytes};
     use super::*;
     use crate::codec::{build, decode_all, encode_all};
     use crate::metrics::error::error_stats;
@@ -164,7 +162,9 @@ mod tests {
 
     #[test]
     fn bound_holds_on_adversarial_tensors() {
-        for (fk, dtype) in [(Fk::F32, DType::F32), (Fk::BF16, DType::BF16), (Fk::F16, DType::F16), (Fk::F64, DType::F64)] {
+        for (fk, dtype) in
+            [(Fk::F32, DType::F32), (Fk::BF16, DType::BF16), (Fk::F16, DType::F16), (Fk::F64, DType::F64)]
+        {
             for (what, mut v) in adversarial(5) {
                 v.extend([f64::MAX, -f64::MAX, 65504.0, 1.0 - 1e-9]);
                 let data = to_bytes(fk, &v);

@@ -46,9 +46,9 @@
 //! block(s) and the block of exact values.
 
 use super::super::{
-    chain_spec, entropy, put_block, ChunkInfo, Codec, ErrorBound, Fidelity, Params, Reader, StageDef, StageKind,
+    ChunkInfo, Codec, ErrorBound, Fidelity, Params, Reader, StageDef, StageKind, chain_spec, entropy, put_block,
 };
-use super::{default_next, get_next, put_next, Fk};
+use super::{Fk, default_next, get_next, put_next};
 use crate::error::{Error, Result};
 use crate::metrics::error::value_range;
 use crate::tensor::TensorView;
@@ -59,7 +59,13 @@ pub const SZ: StageDef = StageDef {
     version: 1,
     kind: StageKind::Transform,
     summary: "error-bounded SZ-style quantizer: sz:abs=E or sz:rel=E (range-relative), pred=auto|none|prev|above|lorenzo2d, coder=rans|next; exact values to the next stage (default zstd:level=3)",
-    examples: &["sz:abs=1e-3,coder=rans,pred=auto>zstd:level=3", "sz:rel=1e-4,coder=rans,pred=auto>zstd:level=3", "sz:abs=1e-2,coder=next,pred=prev>lz4", "sz:abs=1e-4,coder=rans,pred=lorenzo2d>raw", "sz:abs=5e-3,coder=rans,pred=above>zstd:level=1"],
+    examples: &[
+        "sz:abs=1e-3,coder=rans,pred=auto>zstd:level=3",
+        "sz:rel=1e-4,coder=rans,pred=auto>zstd:level=3",
+        "sz:abs=1e-2,coder=next,pred=prev>lz4",
+        "sz:abs=1e-4,coder=rans,pred=lorenzo2d>raw",
+        "sz:abs=5e-3,coder=rans,pred=above>zstd:level=1",
+    ],
     build: |p: &mut Params, next| {
         let abs = p.float("abs")?;
         let rel = p.float("rel")?;
@@ -215,7 +221,9 @@ impl Sz {
             // A range that overflows f64 (values near ±f64::MAX) has no
             // meaningful relative bound: such a chunk is stored exactly
             // (bound 0: every element is predicted exactly or kept as it is).
-            ErrorBound::ValueRangeRel(e) => Some(e * value_range(x.iter().copied())).filter(|b| b.is_finite()).unwrap_or(0.0),
+            ErrorBound::ValueRangeRel(e) => {
+                Some(e * value_range(x.iter().copied())).filter(|b| b.is_finite()).unwrap_or(0.0)
+            }
             ErrorBound::PointwiseRel(_) => unreachable!("sz is built with abs or rel"),
         }
     }
@@ -366,7 +374,8 @@ impl Codec for Sz {
         }
         let n = out.len() / w;
         let pred_byte = rd.u8()?;
-        let pred = Pred::from_u8(pred_byte).ok_or_else(|| Error::corrupt(format!("sz: unknown predictor {pred_byte}")))?;
+        let pred =
+            Pred::from_u8(pred_byte).ok_or_else(|| Error::corrupt(format!("sz: unknown predictor {pred_byte}")))?;
         let radius = rd.u32()?;
         if radius != RADIUS_NARROW && radius != RADIUS_WIDE {
             return Err(Error::corrupt(format!("sz: bad quantizer radius {radius}")));
@@ -422,7 +431,7 @@ impl Codec for Sz {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testdata::{adversarial, to_bytes, Rng};
+    use super::super::testdata::{Rng, adversarial, to_bytes};
     use super::*;
     use crate::codec::{build, decode_all, encode_all};
     use crate::error::ErrorKind;
@@ -443,10 +452,19 @@ mod tests {
 
     #[test]
     fn bound_holds_on_adversarial_tensors_every_dtype() {
-        for (fk, dtype) in [(Fk::F32, DType::F32), (Fk::BF16, DType::BF16), (Fk::F16, DType::F16), (Fk::F64, DType::F64)] {
+        for (fk, dtype) in
+            [(Fk::F32, DType::F32), (Fk::BF16, DType::BF16), (Fk::F16, DType::F16), (Fk::F64, DType::F64)]
+        {
             for (what, v) in adversarial(7) {
                 let data = to_bytes(fk, &v);
-                for spec in ["sz:abs=1e-2", "sz:abs=1e-4", "sz:abs=1e-7", "sz:rel=1e-3", "sz:abs=0.5,pred=prev", "sz:rel=1e-2,pred=lorenzo2d"] {
+                for spec in [
+                    "sz:abs=1e-2",
+                    "sz:abs=1e-4",
+                    "sz:abs=1e-7",
+                    "sz:rel=1e-3",
+                    "sz:abs=0.5,pred=prev",
+                    "sz:rel=1e-2,pred=lorenzo2d",
+                ] {
                     for shape in [&[v.len() as u64][..], &[3, (v.len() / 3) as u64]] {
                         if shape.iter().product::<u64>() != v.len() as u64 {
                             continue;
@@ -521,15 +539,14 @@ mod tests {
         let mut rng = Rng::new(5);
         // i.i.d. noise: none; a smooth 2-D field whose rows repeat: above
         let noise: Vec<f64> = (0..8192).map(|_| rng.normal(0.05)).collect();
-        let field: Vec<f64> =
-            (0..64 * 128).map(|i| ((i % 128) as f64 * 0.7).sin() + (i / 128) as f64 * 1e-4 + rng.normal(1e-4)).collect();
+        let field: Vec<f64> = (0..64 * 128)
+            .map(|i| ((i % 128) as f64 * 0.7).sin() + (i / 128) as f64 * 1e-4 + rng.normal(1e-4))
+            .collect();
         let ramp: Vec<f64> = (0..8192).map(|i| i as f64 * 1e-3).collect();
         let c = build("sz:abs=1e-3").unwrap();
-        for (v, shape, want) in [
-            (&noise, &[64u64, 128][..], Pred::None),
-            (&field, &[64, 128], Pred::Above),
-            (&ramp, &[8192], Pred::Prev),
-        ] {
+        for (v, shape, want) in
+            [(&noise, &[64u64, 128][..], Pred::None), (&field, &[64, 128], Pred::Above), (&ramp, &[8192], Pred::Prev)]
+        {
             let data = to_bytes(Fk::F32, v);
             let info = ChunkInfo { name: "w", dtype: DType::F32, shape, offset: 0 };
             let enc = encode_all(&*c, &info, &data).unwrap();
