@@ -30,7 +30,7 @@ report experiment="bf16-planes":
 
 # (one real-model test fetches MiniLM once into the cache)
 # Unit, integration and CLI tests, then the Python package's (test-python).
-test: && test-python
+test: && lint test-python
     cargo test --features {{features}} --no-fail-fast
 
 # venv python/.venv, maturin/numpy/ml_dtypes/pytest from PyPI (a SKIPPED line
@@ -59,8 +59,9 @@ bench *args:
 build:
     cargo build --release --features {{features}}
 
-# Lints as CI would want them.
+# Lints, as CI runs them after the tests: formatting (rustfmt.toml) and clippy with warnings as errors.
 lint:
+    cargo fmt --check
     cargo clippy --features {{features}} --all-targets -- -D warnings
 
 # The fidelity evaluator (candle, in-process) against the reference Python stack
