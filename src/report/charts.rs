@@ -499,9 +499,9 @@ where
     fams.dedup();
     let (top, rest) = root.split_vertically(36);
     top.draw(&Text::new(
-        "Model quality loss vs archive bits per weight (whole files; lossless cells have zero loss, not drawn)",
+        "Quality loss vs bits per weight (lossless: zero loss, not drawn)",
         (15, 8),
-        ("sans-serif", 18).into_font(),
+        ("sans-serif", 16).into_font(),
     ))?;
     let areas = rest.split_evenly((1, panels.len().max(1)));
     for ((model, what, series), area) in panels.iter().zip(&areas) {

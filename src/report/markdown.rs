@@ -366,7 +366,7 @@ fn fidelity_section(rows: &[ResultRow]) -> String {
     let f = |x: Option<f64>, p: usize| x.map_or(DASH.to_string(), |v| format!("{v:.p$}"));
     let e = |x: Option<f64>| x.map_or(DASH.to_string(), |v| format!("{v:.2e}"));
     let mut s = String::from("## Model fidelity (whole files, decoded weights run on fixed texts)\n\n");
-    s += "Sentence embeddings: cosine of each text's embedding, original vs decoded model (mean, 1st percentile, min over 300 texts), and top-10 neighbour agreement. Causal LM: perplexity on the fixed text, its change, top-1 next-token agreement, mean KL(original || decoded) in nats. Size: the archive, % of the original file.\n\n";
+    s += "Sentence embeddings: cosine of each text's embedding, original vs decoded model (mean, 1st percentile, min over the texts: 300 speeches of Hamlet unless `[fidelity] texts` replaces them), and top-10 neighbour agreement. Causal LM: perplexity on the fixed text, its change, top-1 next-token agreement, mean KL(original || decoded) in nats. Size: the archive, % of the original file.\n\n";
     for (model, derived) in &models {
         let mut rs: Vec<&&ResultRow> =
             fid.iter().filter(|r| format!("{}:{}", r.dataset, r.variant) == *model).collect();
