@@ -57,8 +57,6 @@ pub struct ResultRow {
     pub psnr: Option<f64>,
     /// Some(true/false) when a bound was declared and checked.
     pub bound_held: Option<bool>,
-    /// Free-form note (e.g. why a peer is unavailable).
-    pub note: String,
     /// Model fidelity (`[fidelity]`, whole-file cells; see `weightlab eval`):
     /// archive bits per model element.
     pub bits_per_weight: Option<f64>,
@@ -75,4 +73,6 @@ pub struct ResultRow {
     /// Causal LM: same next-token argmax; mean KL(original || decoded) in nats.
     pub top1_agreement: Option<f64>,
     pub kl_mean: Option<f64>,
+    /// Free-form note (e.g. why a peer is unavailable).
+    pub note: String,
 }
