@@ -610,6 +610,15 @@ fn write_opts(out: &OutputArgs) -> weightlab::io::WriteOptions {
     weightlab::io::WriteOptions { sync: out.sync || out.rm, overwrite: out.force }
 }
 
+/// The bytes of an input whose output goes to stdout: stdin spooled for
+/// `-`, else the file mapped; a directory's output is a directory.
+fn map_for_stdout(input: &Path) -> anyhow::Result<weightlab::io::Mapped> {
+    if input.is_dir() {
+        return Err(invalid(format!("{} is a directory: its output is a directory, give -o DIR", input.display())));
+    }
+    Ok(if input.as_os_str() == "-" { weightlab::io::Mapped::stdin()? } else { weightlab::io::Mapped::open(input)? })
+}
+
 fn remove_input(input: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(input).map_err(|e| weightlab::Error::io(format!("removing {}", input.display()), e))?;
     Ok(())
@@ -645,17 +654,7 @@ fn compress_one(
             (index.source.size, std::fs::metadata(o).map(|m| m.len()).unwrap_or(0), o.display().to_string())
         }
         Target::Stdout => {
-            if input.is_dir() {
-                return Err(invalid(format!(
-                    "{} is a directory: its output is a directory, give -o DIR",
-                    input.display()
-                )));
-            }
-            let map = if input.as_os_str() == "-" {
-                weightlab::io::Mapped::stdin()?
-            } else {
-                weightlab::io::Mapped::open(input)?
-            };
+            let map = map_for_stdout(input)?;
             let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let mut w = Counter { inner: std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()), n: 0 };
             weightlab::progress::with_threads(opts.threads, || container::compress(map.bytes(), &name, &mut w, opts))??;
@@ -708,17 +707,7 @@ fn decompress_one(
             (r.bytes, o.display().to_string())
         }
         Target::Stdout => {
-            if input.is_dir() {
-                return Err(invalid(format!(
-                    "{} is a directory: its output is a directory, give -o DIR",
-                    input.display()
-                )));
-            }
-            let map = if input.as_os_str() == "-" {
-                weightlab::io::Mapped::stdin()?
-            } else {
-                weightlab::io::Mapped::open(input)?
-            };
+            let map = map_for_stdout(input)?;
             let a = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
             let opts = container::DecodeOptions { check_tensor_hashes: false, check_file_hash: false, progress };
             let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
