@@ -5,6 +5,10 @@ use weightlab::ErrorKind;
 use weightlab::container::{self, Archive, CompressOptions, DecodeOptions};
 use weightlab::tensor::{DType, SafeTensors, safetensors, synth};
 
+#[path = "support/archive.rs"]
+mod support;
+use support::rewrite_index;
+
 const GENERIC: &[&str] = &[
     "raw",
     "zstd:level=1",
@@ -139,20 +143,6 @@ fn wrong_magic_newer_version_and_unknown_codec_each_say_so() {
     let e = decode(&rewrite_index(&arch, &index)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.message().contains("codec id 999") && e.message().contains(&name), "{e}");
-}
-
-/// Replace an archive's index (and trailer) with `index`.
-fn rewrite_index(arch: &[u8], index: &container::Index) -> Vec<u8> {
-    let off = u64::from_le_bytes(arch[arch.len() - 40..arch.len() - 32].try_into().unwrap()) as usize;
-    let json = serde_json::to_vec(index).unwrap();
-    let mut out = arch[..off].to_vec();
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&(off as u64).to_le_bytes());
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes());
-    out.extend_from_slice(&[0u8; 8]);
-    out.extend_from_slice(b"WLABEND\n");
-    out
 }
 
 #[test]

@@ -6,8 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use weightlab::container::{self, Archive, CompressOptions, DecodeOptions, Index};
+use weightlab::container::{self, Archive, CompressOptions, DecodeOptions};
 use weightlab::tensor::{DType, safetensors, synth};
+
+#[path = "support/archive.rs"]
+mod support;
+use support::rewrite_index;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weightlab"))
@@ -51,20 +55,6 @@ fn compress_bytes(file: &[u8], codec: &str, chunk: usize) -> Vec<u8> {
     out
 }
 
-/// Replace an archive's index (and trailer) with `index`, checksums valid.
-fn rewrite_index(arch: &[u8], index: &Index) -> Vec<u8> {
-    let off = u64::from_le_bytes(arch[arch.len() - 40..arch.len() - 32].try_into().unwrap()) as usize;
-    let json = serde_json::to_vec(index).unwrap();
-    let mut out = arch[..off].to_vec();
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&(off as u64).to_le_bytes());
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes());
-    out.extend_from_slice(&[0u8; 8]);
-    out.extend_from_slice(b"WLABEND\n");
-    out
-}
-
 fn one_tensor_file(dtype: DType, n: usize, data: Vec<u8>) -> Vec<u8> {
     let t = safetensors::OwnedTensor::new("w", dtype, vec![n as u64], data);
     safetensors::serialize(std::iter::once(t.view()), None).unwrap()
@@ -77,24 +67,20 @@ fn lying_archives() -> Vec<(&'static str, Vec<u8>)> {
     let base = Archive::open(&arch).unwrap().index;
     let mut out = Vec::new();
 
+    // One chunk that claims `len` bytes, the tensor and source sized to match.
+    let one_chunk_of = |len: u64, chunk_size: u64| {
+        let mut i = base.clone();
+        i.chunk_size = chunk_size;
+        i.tensors[0].shape = vec![len / 4];
+        i.tensors[0].size = len;
+        i.tensors[0].chunks[0].2 = len;
+        i.source.size = i.header.len + len;
+        rewrite_index(&arch, &i)
+    };
     // A terabyte chunk: the old reader resized a buffer to it and aborted.
-    let mut i = base.clone();
-    let tb = 1u64 << 40;
-    i.chunk_size = tb;
-    i.tensors[0].shape = vec![tb / 4];
-    i.tensors[0].size = tb;
-    i.tensors[0].chunks[0].2 = tb;
-    i.source.size = i.header.len + tb;
-    out.push(("a 1 TiB chunk", rewrite_index(&arch, &i)));
-
+    out.push(("a 1 TiB chunk", one_chunk_of(1 << 40, 1 << 40)));
     // A 2 GiB chunk in an archive whose chunk size is 4 KiB.
-    let mut i = base.clone();
-    let big = 2u64 << 30;
-    i.tensors[0].shape = vec![big / 4];
-    i.tensors[0].size = big;
-    i.tensors[0].chunks[0].2 = big;
-    i.source.size = i.header.len + big;
-    out.push(("a 2 GiB chunk in 4 KiB chunks", rewrite_index(&arch, &i)));
+    out.push(("a 2 GiB chunk in 4 KiB chunks", one_chunk_of(2 << 30, base.chunk_size)));
 
     // 256 chunk entries sharing one payload: 1 MiB out of a few KB.
     let mut i = base.clone();

@@ -597,6 +597,16 @@ mod simd {
     }
     static PACK: [[u8; 16]; 16] = pack_lut();
 
+    /// A model's table as the vector encoders load it: `freq << 16 | cum`.
+    fn pack_table(t: &[super::EncSym; 256]) -> [u32; 256] {
+        let mut packed = [0u32; 256];
+        for (q, e) in packed.iter_mut().zip(t) {
+            assert!(e.freq < 1 << 16 && e.cum < 1 << 16);
+            *q = e.freq << 16 | e.cum;
+        }
+        packed
+    }
+
     /// Encode `syms` (whole groups of `8 * V`) on `8 * V` lanes from the
     /// last group down, continuing from the states `x` and the cursor `w`
     /// into `buf` (16 bytes of slack before the first word written), the
@@ -611,11 +621,7 @@ mod simd {
     ) {
         assert!(x.len() == 8 * V && syms.len().is_multiple_of(8 * V) && crate::codec::simd::cpu_avx2());
         assert!(*w >= syms.len() + super::FRONT_SLACK && *w <= buf.len() && (10..=12).contains(&p));
-        let mut packed = [0u32; 256];
-        for (q, e) in packed.iter_mut().zip(t) {
-            assert!(e.freq < 1 << 16 && e.cum < 1 << 16);
-            *q = e.freq << 16 | e.cum;
-        }
+        let packed = pack_table(t);
         // SAFETY: AVX2 is available; the bounds are checked above.
         unsafe { encode_avx2::<V>(x, syms, &packed, p, buf, w) }
     }
@@ -632,11 +638,7 @@ mod simd {
     ) {
         assert!(x.len() == 16 * V && syms.len().is_multiple_of(16 * V) && crate::codec::simd::cpu_avx512());
         assert!(*w >= syms.len() && *w <= buf.len() && (10..=12).contains(&p));
-        let mut packed = [0u32; 256];
-        for (q, e) in packed.iter_mut().zip(t) {
-            assert!(e.freq < 1 << 16 && e.cum < 1 << 16);
-            *q = e.freq << 16 | e.cum;
-        }
+        let packed = pack_table(t);
         // SAFETY: AVX-512 is available; the bounds are checked above.
         unsafe { encode_avx512::<V, false>(x, syms, &packed, None, p, buf, w) }
     }
