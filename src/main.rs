@@ -459,7 +459,23 @@ fn fetch_one(name: &str, variants: &[String], opts: &weightlab::datasets::FetchO
         if weights {
             let mut all = vec!["original".to_string()];
             all.extend(wanted);
-            for r in datasets::resolve(name, &all, opts).with_context(|| format!("dataset {name}"))? {
+            let resolved = datasets::resolve(name, &all, opts).with_context(|| format!("dataset {name}"))?;
+            // The rest of the repository (config, tokenizer, ...), and each
+            // variant made a whole repository beside its weights.
+            for f in datasets::fetch_others(name, &all, opts).with_context(|| format!("dataset {name}"))? {
+                outln!(
+                    "{}\t{}\tfetched ({:?})\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
+                    f.dataset,
+                    f.file,
+                    f.format,
+                    f.size,
+                    f.sha256,
+                    f.source,
+                    f.seconds,
+                    f.path.display()
+                );
+            }
+            for r in resolved {
                 outln!(
                     "{}\t{}\t{}\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
                     r.dataset,
@@ -488,6 +504,11 @@ fn fetch_one(name: &str, variants: &[String], opts: &weightlab::datasets::FetchO
                     f.seconds,
                     f.path.display()
                 );
+            }
+        }
+        for z in datasets::drop_joins(name, opts)? {
+            if opts.verbose {
+                eprintln!("{name}: every file is in the cache; removed the joined zip {}", z.display());
             }
         }
         if opts.verbose {

