@@ -1,6 +1,8 @@
-//! Derived variants of a real model: the casts that make BF16, F16 and FP8
-//! (E4M3) checkpoints from F32 weights, as pure functions, and the code that
-//! writes a derived safetensors file.
+//! Derived variants of a real model: the casts that make BF16, F16, FP8
+//! (E4M3, E5M2) and FP4 (MXFP4, NVFP4) checkpoints from F32 or BF16 weights,
+//! as pure functions, and the code that writes a derived safetensors file.
+//! The E5M2 and FP4 formats, their layouts and their dequantizers are in
+//! [`super::lowprec`].
 //!
 //! - BF16: round to nearest, ties to even, on the top 16 bits of the F32 pattern;
 //!   identical to PyTorch's `Tensor.to(torch.bfloat16)` for every non-NaN input
@@ -17,6 +19,7 @@
 //!   with a per-tensor `scale = absmax / 448` stored beside it as an F32 scalar
 //!   tensor named `<name>.scale`, so that `x ≈ q * scale`.
 
+use super::lowprec;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, OwnedTensor, SafeTensors};
 use std::collections::BTreeMap;
@@ -126,16 +129,23 @@ pub enum Variant {
     Bf16,
     F16,
     Fp8E4m3,
+    Fp8E5m2,
+    Mxfp4,
+    Nvfp4,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 3] = [Variant::Bf16, Variant::F16, Variant::Fp8E4m3];
+    pub const ALL: [Variant; 6] =
+        [Variant::Bf16, Variant::F16, Variant::Fp8E4m3, Variant::Fp8E5m2, Variant::Mxfp4, Variant::Nvfp4];
 
     pub fn name(self) -> &'static str {
         match self {
             Variant::Bf16 => "bf16",
             Variant::F16 => "f16",
             Variant::Fp8E4m3 => "fp8-e4m3",
+            Variant::Fp8E5m2 => "fp8-e5m2",
+            Variant::Mxfp4 => "mxfp4",
+            Variant::Nvfp4 => "nvfp4",
         }
     }
 
@@ -144,15 +154,23 @@ impl Variant {
             "bf16" | "bfloat16" => Ok(Variant::Bf16),
             "f16" | "fp16" | "float16" => Ok(Variant::F16),
             "fp8-e4m3" | "fp8" | "f8e4m3" | "e4m3" | "fp8_e4m3" => Ok(Variant::Fp8E4m3),
-            _ => Err(Error::invalid(format!("unknown variant '{s}': expected original, bf16, f16 or fp8-e4m3"))),
+            "fp8-e5m2" | "f8e5m2" | "e5m2" | "fp8_e5m2" => Ok(Variant::Fp8E5m2),
+            "mxfp4" | "mx-fp4" => Ok(Variant::Mxfp4),
+            "nvfp4" | "nv-fp4" => Ok(Variant::Nvfp4),
+            _ => Err(Error::invalid(format!(
+                "unknown variant '{s}': expected original, bf16, f16, fp8-e4m3, fp8-e5m2, mxfp4 or nvfp4"
+            ))),
         }
     }
 
+    /// The dtype of the variant's quantized tensors (FP4: U8, two codes a byte).
     pub fn dtype(self) -> DType {
         match self {
             Variant::Bf16 => DType::BF16,
             Variant::F16 => DType::F16,
             Variant::Fp8E4m3 => DType::F8E4M3,
+            Variant::Fp8E5m2 => DType::F8E5M2,
+            Variant::Mxfp4 | Variant::Nvfp4 => DType::U8,
         }
     }
 
@@ -164,6 +182,23 @@ impl Variant {
             Variant::Fp8E4m3 => {
                 "fp8-e4m3: e4m3fn(x / scale), saturating, round to nearest even; per-tensor scale = absmax/448 stored as F32 '<name>.scale'"
             }
+            Variant::Fp8E5m2 => {
+                "fp8-e5m2: e5m2(x / scale), saturating, round to nearest even; per-tensor scale = absmax/57344 stored as F32 '<name>.scale'"
+            }
+            Variant::Mxfp4 => {
+                "mxfp4 (OCP MX v1.0): 2-D linear weights (last dim % 32 == 0, not embeddings/lm_head) in blocks of 32 along the last dim, E8M0 scale 2^(floor(log2(absmax)) - 2), E2M1 round to nearest even saturating at 6; gpt-oss layout '<name>_blocks' U8 [rows, K/32, 16] (low nibble first) and '<name>_scales' U8 [rows, K/32] (biased 127); other floats bf16"
+            }
+            Variant::Nvfp4 => {
+                "nvfp4 (NVIDIA ModelOpt): 2-D linear weights (last dim % 16 == 0, not embeddings/lm_head), '<name>_scale_2' F32 = absmax/(6*448), per 16 along the last dim '<name>_scale' F8_E4M3 = e4m3(absmax_block/(6*scale_2)), E2M1 of x/(scale*scale_2) round to nearest even saturating at 6, '<name>' U8 [rows, K/2] (low nibble first); other floats bf16"
+            }
+        }
+    }
+
+    fn fp4_block(self) -> Option<usize> {
+        match self {
+            Variant::Mxfp4 => Some(lowprec::MX_BLOCK),
+            Variant::Nvfp4 => Some(lowprec::NV_BLOCK),
+            _ => None,
         }
     }
 }
@@ -177,72 +212,191 @@ impl std::fmt::Display for Variant {
 /// Widen a float tensor's bytes to F32 values (F32, F16, BF16, F64 sources);
 /// `None` for dtypes that are not cast.
 fn to_f32(dtype: DType, data: &[u8]) -> Option<Vec<f32>> {
-    match dtype {
-        DType::F32 => Some(data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-        DType::F16 => Some(data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()),
-        DType::BF16 => Some(data.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()),
-        DType::F64 => Some(data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()),
-        _ => None,
+    lowprec::float_values(dtype, data)
+}
+
+/// An element-wise cast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enc {
+    Bf16,
+    F16,
+    E4m3,
+    E5m2,
+}
+
+/// Convert F32 values to `enc`'s bytes, appending to `out` (FP8 uses `scale`).
+fn encode_values(values: &[f32], enc: Enc, scale: f32, out: &mut Vec<u8>) {
+    match enc {
+        Enc::Bf16 => out.extend(values.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes())),
+        Enc::F16 => out.extend(values.iter().flat_map(|v| f32_to_f16(*v).to_le_bytes())),
+        Enc::E4m3 => quantize_e4m3(values, scale, out),
+        Enc::E5m2 => out.extend(values.iter().map(|&x| lowprec::f32_to_e5m2_sat(x / scale))),
     }
 }
 
-/// Convert F32 values to `variant`'s bytes, appending to `out` (FP8 uses `scale`).
-fn encode_values(values: &[f32], variant: Variant, scale: f32, out: &mut Vec<u8>) {
-    match variant {
-        Variant::Bf16 => out.extend(values.iter().flat_map(|v| f32_to_bf16(*v).to_le_bytes())),
-        Variant::F16 => out.extend(values.iter().flat_map(|v| f32_to_f16(*v).to_le_bytes())),
-        Variant::Fp8E4m3 => quantize_e4m3(values, scale, out),
-    }
-}
-
-/// Elements per conversion step: bounds the memory of a cast to a few MB.
+/// Elements per conversion step: bounds the memory of a cast to a few MB (a
+/// multiple of both FP4 blocks, so that steps cut between blocks).
 const STEP: usize = 1 << 18;
 
-/// The FP8 scale of a tensor, computed without materializing it as F32.
-fn tensor_scale(dtype: DType, data: &[u8]) -> f32 {
+/// The finite absmax of a tensor, computed without materializing it as F32.
+fn tensor_absmax(dtype: DType, data: &[u8]) -> f32 {
     let size = dtype.size().unwrap_or(1);
     let mut absmax = 0.0f32;
     for chunk in data.chunks(STEP * size) {
         let vals = to_f32(dtype, chunk).unwrap_or_default();
-        absmax = vals.iter().filter(|v| v.is_finite()).fold(absmax, |m, v| m.max(v.abs()));
+        absmax = absmax.max(lowprec::absmax(&vals));
     }
-    // e4m3_scale of a one-element slice holding the absmax
-    e4m3_scale(&[absmax])
+    absmax
 }
 
-fn castable(dtype: DType, variant: Variant) -> bool {
-    dtype != variant.dtype() && matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+fn is_float(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
 }
 
-/// Cast one tensor to `variant`. Returns the cast tensor and, for FP8, its scale
-/// tensor. Tensors that are not floats (or already of the target dtype) are
-/// copied unchanged.
-pub fn cast_tensor(
-    name: &str,
-    dtype: DType,
-    shape: &[u64],
-    data: &[u8],
-    variant: Variant,
-) -> (OwnedTensor, Option<OwnedTensor>) {
-    if !castable(dtype, variant) {
-        return (OwnedTensor::new(name, dtype, shape.to_vec(), data.to_vec()), None);
-    }
-    let scale = if variant == Variant::Fp8E4m3 { tensor_scale(dtype, data) } else { 1.0 };
-    let size = dtype.size().unwrap_or(1);
-    let mut out = Vec::with_capacity(data.len() / size * variant.dtype().size().unwrap_or(1));
-    for chunk in data.chunks(STEP * size) {
-        encode_values(&to_f32(dtype, chunk).unwrap_or_default(), variant, scale, &mut out);
-    }
-    let scale_t = (variant == Variant::Fp8E4m3)
-        .then(|| OwnedTensor::new(format!("{name}.scale"), DType::F32, vec![], scale.to_le_bytes().to_vec()));
-    (OwnedTensor::new(name, variant.dtype(), shape.to_vec(), out), scale_t)
+/// Which part of an FP4 tensor a [`Src::Fp4`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fp4Part {
+    Codes,
+    Scales,
 }
 
 /// Where a tensor of the derived file gets its bytes.
 enum Src<'a> {
     Copy(&'a [u8]),
-    Cast { from: DType, data: &'a [u8], scale: f32 },
+    Cast {
+        from: DType,
+        data: &'a [u8],
+        enc: Enc,
+        scale: f32,
+    },
     Scale(f32),
+    /// FP4 codes or block scales; `g` is NVFP4's per-tensor scale (`None`: MXFP4).
+    Fp4 {
+        from: DType,
+        data: &'a [u8],
+        g: Option<f32>,
+        part: Fp4Part,
+    },
+}
+
+/// One tensor of the derived file.
+struct Part<'a> {
+    name: String,
+    dtype: DType,
+    shape: Vec<u64>,
+    len: u64,
+    src: Src<'a>,
+}
+
+/// The tensors one source tensor becomes in `variant` (itself, cast or
+/// copied, and its scale or block tensors).
+fn plan_tensor<'a>(name: &str, dtype: DType, shape: &[u64], data: &'a [u8], variant: Variant) -> Vec<Part<'a>> {
+    let n = data.len() / dtype.size().unwrap_or(1).max(1);
+    let part = |name: String, dtype: DType, shape: Vec<u64>, len: usize, src: Src<'a>| Part {
+        name,
+        dtype,
+        shape,
+        len: len as u64,
+        src,
+    };
+    if !is_float(dtype) {
+        return vec![part(name.into(), dtype, shape.to_vec(), data.len(), Src::Copy(data))];
+    }
+    if let Some(block) = variant.fp4_block() {
+        if !lowprec::fp4_eligible(name, dtype, shape, block) {
+            if dtype == DType::BF16 {
+                return vec![part(name.into(), dtype, shape.to_vec(), data.len(), Src::Copy(data))];
+            }
+            let src = Src::Cast { from: dtype, data, enc: Enc::Bf16, scale: 1.0 };
+            return vec![part(name.into(), DType::BF16, shape.to_vec(), n * 2, src)];
+        }
+        let (rows, k) = (shape[0], shape[1]);
+        let codes = |g| Src::Fp4 { from: dtype, data, g, part: Fp4Part::Codes };
+        let scales = |g| Src::Fp4 { from: dtype, data, g, part: Fp4Part::Scales };
+        let nb = n / block;
+        if variant == Variant::Mxfp4 {
+            let kb = k / block as u64;
+            return vec![
+                part(format!("{name}_blocks"), DType::U8, vec![rows, kb, block as u64 / 2], n / 2, codes(None)),
+                part(format!("{name}_scales"), DType::U8, vec![rows, kb], nb, scales(None)),
+            ];
+        }
+        let g = lowprec::nvfp4_global_scale(tensor_absmax(dtype, data));
+        return vec![
+            part(name.into(), DType::U8, vec![rows, k / 2], n / 2, codes(Some(g))),
+            part(format!("{name}_scale"), DType::F8E4M3, vec![rows, k / block as u64], nb, scales(Some(g))),
+            part(format!("{name}_scale_2"), DType::F32, vec![], 4, Src::Scale(g)),
+        ];
+    }
+    if dtype == variant.dtype() {
+        return vec![part(name.into(), dtype, shape.to_vec(), data.len(), Src::Copy(data))];
+    }
+    let (enc, scale) = match variant {
+        Variant::Bf16 => (Enc::Bf16, 1.0),
+        Variant::F16 => (Enc::F16, 1.0),
+        Variant::Fp8E4m3 => (Enc::E4m3, lowprec::e4m3_scale_of_absmax(tensor_absmax(dtype, data))),
+        _ => (Enc::E5m2, lowprec::e5m2_scale_of_absmax(tensor_absmax(dtype, data))),
+    };
+    let size = variant.dtype().size().unwrap_or(1);
+    let mut out =
+        vec![part(name.into(), variant.dtype(), shape.to_vec(), n * size, Src::Cast { from: dtype, data, enc, scale })];
+    if matches!(enc, Enc::E4m3 | Enc::E5m2) {
+        out.push(part(format!("{name}.scale"), DType::F32, vec![], 4, Src::Scale(scale)));
+    }
+    out
+}
+
+/// Write the bytes of one planned tensor, a step at a time.
+fn write_src(src: &Src, buf: &mut Vec<u8>, w: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+    match src {
+        Src::Copy(d) => w(d),
+        Src::Scale(s) => w(&s.to_le_bytes()),
+        Src::Cast { from, data, enc, scale } => {
+            for chunk in data.chunks(STEP * from.size().unwrap_or(1)) {
+                buf.clear();
+                encode_values(&to_f32(*from, chunk).unwrap_or_default(), *enc, *scale, buf);
+                w(buf)?;
+            }
+            Ok(())
+        }
+        Src::Fp4 { from, data, g, part } => {
+            let mut other = Vec::new();
+            for chunk in data.chunks(STEP * from.size().unwrap_or(1)) {
+                buf.clear();
+                other.clear();
+                let x = to_f32(*from, chunk).unwrap_or_default();
+                let (codes, scales) = match part {
+                    Fp4Part::Codes => (&mut *buf, &mut other),
+                    Fp4Part::Scales => (&mut other, &mut *buf),
+                };
+                match g {
+                    None => lowprec::mxfp4_quantize(&x, codes, scales),
+                    Some(g) => lowprec::nvfp4_quantize(&x, *g, codes, scales),
+                }
+                w(buf)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Cast one tensor to `variant`: the tensors it becomes (the cast tensor
+/// and, for FP8, its scale; for FP4, its codes and block scales). Tensors
+/// that are not floats (or already of the target dtype) are copied.
+pub fn cast_tensor(name: &str, dtype: DType, shape: &[u64], data: &[u8], variant: Variant) -> Vec<OwnedTensor> {
+    plan_tensor(name, dtype, shape, data, variant)
+        .into_iter()
+        .map(|p| {
+            let mut bytes = Vec::with_capacity(p.len as usize);
+            let mut buf = Vec::new();
+            write_src(&p.src, &mut buf, &mut |b| {
+                bytes.extend_from_slice(b);
+                Ok(())
+            })
+            .expect("writing to memory");
+            OwnedTensor::new(p.name, p.dtype, p.shape, bytes)
+        })
+        .collect()
 }
 
 /// Write the `variant` of the safetensors file `bytes` to `out` (atomically),
@@ -254,33 +408,21 @@ enum Src<'a> {
 pub fn derive_file(bytes: &[u8], source_sha256: &str, dataset: &str, variant: Variant, out: &Path) -> Result<()> {
     let st = SafeTensors::parse(bytes)?;
     let names: std::collections::HashSet<&str> = st.tensors.iter().map(|t| t.name.as_str()).collect();
-    let mut plan: Vec<(String, DType, Vec<u64>, u64, Src<'_>)> = Vec::with_capacity(st.tensors.len() * 2);
-    let mut cast = 0usize;
+    let mut plan: Vec<Part<'_>> = Vec::with_capacity(st.tensors.len() * 2);
+    let (mut cast, mut quantized) = (0usize, 0usize);
     for v in st.views() {
-        if !castable(v.dtype, variant) {
-            plan.push((v.name.to_string(), v.dtype, v.shape.to_vec(), v.data.len() as u64, Src::Copy(v.data)));
-            continue;
-        }
-        cast += 1;
-        let n = v.data.len() / v.dtype.size().unwrap_or(1);
-        let len = (n * variant.dtype().size().unwrap_or(1)) as u64;
-        let scale = if variant == Variant::Fp8E4m3 { tensor_scale(v.dtype, v.data) } else { 1.0 };
-        plan.push((
-            v.name.to_string(),
-            variant.dtype(),
-            v.shape.to_vec(),
-            len,
-            Src::Cast { from: v.dtype, data: v.data, scale },
-        ));
-        if variant == Variant::Fp8E4m3 {
-            let sname = format!("{}.scale", v.name);
-            if names.contains(sname.as_str()) {
+        let parts = plan_tensor(v.name, v.dtype, v.shape, v.data, variant);
+        for p in &parts[..] {
+            if p.name != v.name && names.contains(p.name.as_str()) {
                 return Err(Error::invalid(format!(
-                    "cannot derive {variant}: the scale tensor name '{sname}' is already taken in the source"
+                    "cannot derive {variant}: the tensor name '{}' is already taken in the source",
+                    p.name
                 )));
             }
-            plan.push((sname, DType::F32, vec![], 4, Src::Scale(scale)));
         }
+        cast += parts.iter().any(|p| !matches!(p.src, Src::Copy(_))) as usize;
+        quantized += parts.iter().any(|p| matches!(p.src, Src::Fp4 { .. })) as usize;
+        plan.extend(parts);
     }
     let mut meta: BTreeMap<String, String> = st.metadata.clone().unwrap_or_default();
     meta.insert("weightlab.derived".into(), "true".into());
@@ -289,17 +431,20 @@ pub fn derive_file(bytes: &[u8], source_sha256: &str, dataset: &str, variant: Va
     meta.insert("weightlab.source_sha256".into(), source_sha256.into());
     meta.insert("weightlab.method".into(), variant.method().into());
     meta.insert("weightlab.cast_tensors".into(), cast.to_string());
+    if variant.fp4_block().is_some() {
+        meta.insert("weightlab.fp4_tensors".into(), quantized.to_string());
+    }
     // the header, as the safetensors writer makes it: sorted keys, offsets in
     // tensor order, padded with spaces to a multiple of 8
     let mut map = serde_json::Map::new();
     map.insert("__metadata__".into(), serde_json::to_value(&meta).expect("string map"));
     let mut pos = 0u64;
-    for (name, dtype, shape, len, _) in &plan {
+    for p in &plan {
         map.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype.name(), "shape": shape, "data_offsets": [pos, pos + len]}),
+            p.name.clone(),
+            serde_json::json!({"dtype": p.dtype.name(), "shape": p.shape, "data_offsets": [pos, pos + p.len]}),
         );
-        pos += len;
+        pos += p.len;
     }
     let mut header = serde_json::to_string(&serde_json::Value::Object(map)).expect("json");
     while !header.len().is_multiple_of(8) {
@@ -310,18 +455,8 @@ pub fn derive_file(bytes: &[u8], source_sha256: &str, dataset: &str, variant: Va
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(header.as_bytes())?;
         let mut buf = Vec::new();
-        for (_, _, _, _, src) in &plan {
-            match src {
-                Src::Copy(d) => w.write_all(d)?,
-                Src::Scale(s) => w.write_all(&s.to_le_bytes())?,
-                Src::Cast { from, data, scale } => {
-                    for chunk in data.chunks(STEP * from.size().unwrap_or(1)) {
-                        buf.clear();
-                        encode_values(&to_f32(*from, chunk).unwrap_or_default(), variant, *scale, &mut buf);
-                        w.write_all(&buf)?;
-                    }
-                }
-            }
+        for p in &plan {
+            write_src(&p.src, &mut buf, &mut |b| w.write_all(b))?;
         }
         Ok(())
     })
@@ -515,9 +650,7 @@ mod tests {
             derive_file(&src, "0", "toy", v, &streamed).unwrap();
             let mut owned = Vec::new();
             for t in st.views() {
-                let (c, sc) = cast_tensor(t.name, t.dtype, t.shape, t.data, v);
-                owned.push(c);
-                owned.extend(sc);
+                owned.extend(cast_tensor(t.name, t.dtype, t.shape, t.data, v));
             }
             let got = std::fs::read(&streamed).unwrap();
             let meta = SafeTensors::parse(&got).unwrap().metadata.unwrap();
@@ -547,7 +680,9 @@ mod tests {
             assert_eq!(m["weightlab.variant"], v.name());
             assert_eq!(m["format"], "pt");
             let t = st.get("w").unwrap();
-            assert_eq!(t.dtype, v.dtype());
+            // a 2x2 matrix has no whole FP4 block: the FP4 variants keep it BF16
+            let want = if v.fp4_block().is_some() { DType::BF16 } else { v.dtype() };
+            assert_eq!(t.dtype, want, "{v}");
             assert_eq!(st.get("ids").unwrap().data, &ids[..]);
             assert_eq!(st.get("ids").unwrap().dtype, DType::I64);
             match v {
@@ -559,6 +694,19 @@ mod tests {
                     assert_eq!(s.data, &(2.5f32 / 448.0).to_le_bytes());
                     assert_eq!(t.data[1], 0xfe);
                     assert_eq!(st.tensors.len(), 3);
+                }
+                Variant::Fp8E5m2 => {
+                    let s = st.get("w.scale").unwrap();
+                    assert_eq!(s.dtype, DType::F32);
+                    assert_eq!(s.shape, &[] as &[u64]);
+                    assert_eq!(s.data, &(2.5f32 / 57344.0).to_le_bytes());
+                    assert_eq!(t.data[1], 0xfb, "absmax maps to -57344");
+                    assert_eq!(st.tensors.len(), 3);
+                }
+                Variant::Mxfp4 | Variant::Nvfp4 => {
+                    assert_eq!(t.data, &[0x80, 0x3f, 0x20, 0xc0, 0x45, 0x3b, 0x80, 0x3f]);
+                    assert_eq!(st.tensors.len(), 2);
+                    assert_eq!(m["weightlab.fp4_tensors"], "0");
                 }
             }
         }

