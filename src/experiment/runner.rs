@@ -58,6 +58,8 @@ pub struct InputFile {
     pub variant: String,
     pub derived: bool,
     pub path: PathBuf,
+    /// Its path in the dataset's manifest (the file name for a local path).
+    pub file: String,
 }
 
 /// What a run produced.
@@ -87,7 +89,8 @@ pub fn resolve_inputs(exp: &Experiment, progress: bool) -> Result<Vec<InputFile>
             if d.optional && !path.is_file() {
                 Err(Error::invalid(format!("{} does not exist", path.display())))
             } else {
-                Ok(vec![InputFile { dataset: stem, variant: "original".into(), derived: false, path }])
+                let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                Ok(vec![InputFile { dataset: stem, variant: "original".into(), derived: false, path, file }])
             }
         } else if let Some(name) = &d.name {
             resolve_named(name, &d.variants, progress)
@@ -114,12 +117,19 @@ fn resolve_named(name: &str, variants: &[String], progress: bool) -> Result<Vec<
             )));
         }
         let imp = crate::fidelity::gguf::import(&opts).with_context(|| format!("dataset '{name}'"))?;
-        return Ok(vec![InputFile { dataset: name.into(), variant: "bf16".into(), derived: true, path: imp.weights }]);
+        let file = imp.weights.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        return Ok(vec![InputFile {
+            dataset: name.into(),
+            variant: "bf16".into(),
+            derived: true,
+            path: imp.weights,
+            file,
+        }]);
     }
     let files = crate::datasets::resolve(name, variants, &opts).with_context(|| format!("dataset '{name}'"))?;
     Ok(files
         .into_iter()
-        .map(|f| InputFile { dataset: f.dataset, variant: f.variant, derived: f.derived, path: f.path })
+        .map(|f| InputFile { dataset: f.dataset, variant: f.variant, derived: f.derived, path: f.path, file: f.file })
         .collect())
 }
 
@@ -532,6 +542,10 @@ fn evaluators(exp: &Experiment, files: &[InputFile], progress: bool) -> Result<E
         .map(|f| {
             if crate::fidelity::task_of(&f.dataset).is_none() {
                 eprintln!("[fidelity]: no model evaluator for {} (its cells get no model metrics)", f.dataset);
+                return Ok(None);
+            }
+            if !crate::fidelity::is_model_file(&f.dataset, &f.file) {
+                // e.g. EmbeddingGemma's Dense layers: measured as files, run as part of the model
                 return Ok(None);
             }
             let ev = crate::fidelity::Evaluator::new(&f.dataset, &f.variant, texts.clone(), &opts)

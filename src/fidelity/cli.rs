@@ -8,8 +8,10 @@ use std::path::PathBuf;
 /// back, on fixed inputs, and print what the codec did to its outputs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
-    /// `all-minilm-l6-v2[:bf16|f16|fp8-e4m3]` (sentence embeddings) or
+    /// `all-minilm-l6-v2[:bf16|f16]` (sentence embeddings) or
     /// `smollm2-135m:bf16` (causal LM: its GGUF dequantized and cast, derived).
+    /// `DATASET:fp8-e4m3|fp8-e5m2|mxfp4|nvfp4`: the BF16 model through that
+    /// format as a lossy codec, `--codec` coding what it stores (`mxfp4>SPEC`).
     pub target: String,
     /// Codec spec applied to every tensor, as `weightlab compress --codec`.
     #[arg(long)]
@@ -36,21 +38,28 @@ pub struct EvalArgs {
 
 pub fn run(args: &EvalArgs, verbose: bool) -> anyhow::Result<()> {
     let (dataset, variant) = super::parse_target(&args.target)?;
+    // a low-precision variant is a lossy codec of the BF16 model it is derived
+    // from: DATASET:mxfp4 --codec C evaluates DATASET:bf16 with 'mxfp4>C'
+    let (variant, codec) = match crate::codec::lowprec::variant_stage(&variant) {
+        Some(head) => ("bf16".to_string(), format!("{head}>{}", args.codec)),
+        None => (variant, args.codec.clone()),
+    };
     let opts = FetchOptions { offline: args.offline, verbose, ..Default::default() };
     let inputs = args.texts.as_deref().map(texts::read_lines).transpose()?;
     // a bad spec fails before anything is fetched or run
-    crate::codec::build(&args.codec)?;
+    crate::codec::build(&codec)?;
     let ev = Evaluator::new(&dataset, &variant, inputs, &opts)?;
     if verbose {
         eprintln!(
-            "{}:{}: {} inputs, original run in {:.1} s",
+            "{}:{}: {} inputs, original {} in {:.1} s",
             ev.dataset,
             ev.variant,
             ev.inputs().len(),
+            if ev.original_cached { "outputs read from the cache" } else { "run" },
             ev.seconds_setup
         );
     }
-    let r = ev.evaluate(&args.codec, args.threads)?;
+    let r = ev.evaluate(&codec, args.threads)?;
     if let Some(p) = &args.dump {
         let v = ev.dump(&r);
         crate::io::write_atomic(p, |w| serde_json::to_writer(&mut *w, &v).map_err(std::io::Error::other))?;

@@ -30,6 +30,56 @@ pub struct Bert {
     pub files: Vec<PathBuf>,
 }
 
+/// A sentence-embedding model of the evaluator: its settings and tokenizer
+/// (the weights come separately, original or decoded).
+pub enum Embedder {
+    Bert(Box<Bert>),
+    Gemma(Box<super::gemma::Gemma>),
+}
+
+impl Embedder {
+    /// The model of a dataset: `embeddinggemma-300m` is the Gemma 3 encoder,
+    /// the others BERT.
+    pub fn load(dataset: &str, opts: &FetchOptions) -> Result<Embedder> {
+        if dataset == super::gemma::DATASET {
+            let g = super::gemma::Gemma::from_files(|f| fetch(dataset, f, opts))?;
+            return Ok(Embedder::Gemma(Box::new(g)));
+        }
+        Ok(Embedder::Bert(Box::new(Bert::load(dataset, opts)?)))
+    }
+
+    pub fn max_seq_length(&self) -> usize {
+        match self {
+            Embedder::Bert(b) => b.max_seq_length,
+            Embedder::Gemma(g) => g.max_seq_length,
+        }
+    }
+
+    /// The prompt put before every text ("" for none).
+    pub fn prompt(&self) -> &str {
+        match self {
+            Embedder::Bert(_) => "",
+            Embedder::Gemma(g) => &g.prompt,
+        }
+    }
+
+    /// Token ids of every text, special tokens included, truncated.
+    pub fn encode(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+        match self {
+            Embedder::Bert(b) => b.encode(texts),
+            Embedder::Gemma(g) => g.encode(texts),
+        }
+    }
+
+    /// Load weights (safetensors bytes) and embed every text.
+    pub fn run(&self, weights: &[u8], ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Embedder::Bert(b) => b.embed(&b.model(weights)?, ids),
+            Embedder::Gemma(g) => g.embed(&g.model(weights, ids)?, ids),
+        }
+    }
+}
+
 fn fetch(name: &str, file: &str, opts: &FetchOptions) -> Result<PathBuf> {
     let m = datasets::load_manifest(name)?;
     let f = m.files.iter().find(|f| f.path == file).ok_or_else(|| {

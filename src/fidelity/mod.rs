@@ -2,9 +2,10 @@
 //! and with the weights a codec gave back, on the same fixed inputs, and
 //! report what the codec did to the model's outputs.
 //!
-//! - Sentence-embedding models (all-minilm-l6-v2): per-text cosine between
-//!   the two models' embeddings (mean, 1st percentile, min) and top-10
-//!   neighbour agreement ([`embed`]).
+//! - Sentence-embedding models (all-minilm-l6-v2, BERT; embeddinggemma-300m,
+//!   a Gemma 3 encoder, [`gemma`]): per-text cosine between the two models'
+//!   embeddings (mean, 1st percentile, min) and top-10 neighbour agreement
+//!   ([`embed`]).
 //! - The causal LM (smollm2-135m: its GGUF dequantized and cast to BF16, a
 //!   derived "original", [`gguf`]): perplexity of both, its change in %, top-1
 //!   next-token agreement and mean KL(original || decoded) ([`lm`]).
@@ -18,8 +19,10 @@
 //! to safetensors bytes, and those bytes are what the decoded model loads:
 //! a lossless codec gives the original bytes, hence bit-identical outputs.
 
+pub mod cache;
 pub mod cli;
 pub mod embed;
+pub mod gemma;
 pub mod gguf;
 pub mod lm;
 #[cfg(test)]
@@ -45,10 +48,21 @@ pub enum Task {
 /// The task of a dataset the evaluator can run, or `None`.
 pub fn task_of(dataset: &str) -> Option<Task> {
     match dataset {
-        "all-minilm-l6-v2" => Some(Task::SentenceEmbedding),
+        "all-minilm-l6-v2" | gemma::DATASET => Some(Task::SentenceEmbedding),
         gguf::DATASET => Some(Task::CausalLm),
         _ => None,
     }
+}
+
+/// The weights file of a dataset the codec is applied to and the model
+/// runs on (the Dense layers of EmbeddingGemma are separate files, kept
+/// original).
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// Whether a manifest file of a dataset is the one the evaluator runs
+/// (the GGUF import has a single file).
+pub fn is_model_file(dataset: &str, file: &str) -> bool {
+    dataset == gguf::DATASET || file == MODEL_FILE
 }
 
 /// Metrics of the decoded model against the original (the fields of one task
@@ -105,13 +119,23 @@ pub struct Report {
 }
 
 enum Reference {
-    Embedding { bert: Box<embed::Bert>, ids: Vec<Vec<u32>>, original: Vec<Vec<f32>> },
-    CausalLm { cfg: lm::LmConfig, windows: Vec<Vec<u32>>, original: Box<lm::Llama> },
+    Embedding {
+        model: embed::Embedder,
+        ids: Vec<Vec<u32>>,
+        original: Vec<Vec<f32>>,
+    },
+    /// The original's next-token distributions, summarized ([`cache`]).
+    CausalLm {
+        cfg: lm::LmConfig,
+        windows: Vec<Vec<u32>>,
+        original: Vec<Vec<cache::Position>>,
+    },
 }
 
 /// A model ready to evaluate codecs on: its original weights (memory-mapped),
-/// its inputs, and the original model's outputs (embeddings) or the
-/// original model itself (the causal LM compares logits window by window).
+/// its inputs, and the original model's outputs (embeddings, or a summary
+/// of its next-token distributions), computed once per model and inputs and
+/// kept in the cache directory ([`cache`]).
 pub struct Evaluator {
     pub dataset: String,
     pub variant: String,
@@ -123,7 +147,9 @@ pub struct Evaluator {
     reference: Reference,
     /// The input texts (for the causal LM, one: the perplexity text).
     pub texts: Vec<String>,
-    /// Seconds spent loading and running the original.
+    /// The original model's outputs came from the cache ([`cache`]): it was not run.
+    pub original_cached: bool,
+    /// Seconds spent loading and running the original (or reading its outputs).
     pub seconds_setup: f64,
 }
 
@@ -153,7 +179,10 @@ fn weights_of(dataset: &str, variant: &str, opts: &FetchOptions) -> Result<(Path
         return Ok((imp.weights, imp.sha256, true, variant.to_string()));
     }
     let r = datasets::resolve(dataset, &[variant.to_string()], opts)?;
-    let f = r.into_iter().next().ok_or_else(|| Error::invalid(format!("dataset {dataset}: no weight file")))?;
+    let f = r
+        .into_iter()
+        .find(|f| is_model_file(dataset, &f.file))
+        .ok_or_else(|| Error::invalid(format!("dataset {dataset}: no weight file {MODEL_FILE}")))?;
     Ok((f.path, f.sha256, f.derived, f.variant))
 }
 
@@ -165,25 +194,26 @@ impl Evaluator {
         let t0 = Instant::now();
         let task = task_of(dataset).ok_or_else(|| {
             Error::unsupported(format!(
-                "dataset '{dataset}': the fidelity evaluator runs all-minilm-l6-v2 (sentence embeddings) and {} (causal LM)",
+                "dataset '{dataset}': the fidelity evaluator runs all-minilm-l6-v2 and {} (sentence embeddings) and {} (causal LM)",
+                gemma::DATASET,
                 gguf::DATASET
             ))
         })?;
         let (weights, sha256, derived, variant) = weights_of(dataset, variant, opts)?;
         let map = crate::io::Mapped::open(&weights)?;
         let mut inputs = Vec::new();
-        let reference = match task {
+        let (reference, original_cached) = match task {
             Task::SentenceEmbedding => {
-                let bert = embed::Bert::load(dataset, opts)?;
+                let model = embed::Embedder::load(dataset, opts)?;
                 inputs = match texts {
                     Some(t) => t,
                     None => texts::default_embedding_texts(opts)?,
                 };
-                let texts = &inputs;
-                let ids = bert.encode(texts)?;
-                let model = bert.model(map.bytes())?;
-                let original = bert.embed(&model, &ids)?;
-                Reference::Embedding { bert: Box::new(bert), ids, original }
+                let ids = model.encode(&inputs)?;
+                let key = cache::key(dataset, &variant, &sha256, "sentence-embedding", &ids);
+                let path = cache::path(&opts.cache_root(), dataset, &variant, &key);
+                let (original, cached) = cache::embeddings(&path, &key, ids.len(), || model.run(map.bytes(), &ids))?;
+                (Reference::Embedding { model, ids, original }, cached)
             }
             Task::CausalLm => {
                 let imp = gguf::import(opts)?;
@@ -199,8 +229,19 @@ impl Evaluator {
                 if windows.is_empty() {
                     return Err(Error::invalid("the perplexity text has fewer than 2 tokens"));
                 }
-                let original = load_llama(map.bytes(), &imp.config)?;
-                Reference::CausalLm { cfg: imp.config, windows, original: Box::new(original) }
+                let key = cache::key(dataset, &variant, &sha256, "causal-lm", &windows);
+                let path = cache::path(&opts.cache_root(), dataset, &variant, &key);
+                // the original model is loaded only when its outputs are not in the cache
+                let mut model: Option<lm::Llama> = None;
+                let (original, cached) =
+                    cache::lm_summaries(&path, &key, &windows, imp.config.vocab_size, |w: &[u32]| {
+                        if model.is_none() {
+                            model = Some(load_llama(map.bytes(), &imp.config)?);
+                        }
+                        let m = model.as_ref().expect("loaded");
+                        logits(m, w)
+                    })?;
+                (Reference::CausalLm { cfg: imp.config, windows, original }, cached)
             }
         };
         Ok(Evaluator {
@@ -213,6 +254,7 @@ impl Evaluator {
             map,
             reference,
             texts: inputs,
+            original_cached,
             seconds_setup: t0.elapsed().as_secs_f64(),
         })
     }
@@ -239,8 +281,9 @@ impl Evaluator {
             "weights": self.weights, "sha256": self.sha256, "task": self.task,
         });
         match &self.reference {
-            Reference::Embedding { bert, ids, original } => {
-                v["max_seq_length"] = bert.max_seq_length.into();
+            Reference::Embedding { model, ids, original } => {
+                v["max_seq_length"] = model.max_seq_length().into();
+                v["prompt"] = model.prompt().into();
                 v["texts"] = serde_json::json!(self.texts);
                 v["ids"] = serde_json::json!(ids);
                 v["embeddings"] = serde_json::json!(original);
@@ -266,10 +309,7 @@ impl Evaluator {
     /// Embeddings of a decoded model (sentence-embedding tasks).
     pub fn embeddings(&self, weights: &[u8]) -> Result<Option<Vec<Vec<f32>>>> {
         match &self.reference {
-            Reference::Embedding { bert, ids, .. } => {
-                let m = bert.model(weights)?;
-                Ok(Some(bert.embed(&m, ids)?))
-            }
+            Reference::Embedding { model, ids, .. } => Ok(Some(model.run(weights, ids)?)),
             Reference::CausalLm { .. } => Ok(None),
         }
     }
@@ -277,9 +317,8 @@ impl Evaluator {
     /// The metrics of a decoded model (safetensors bytes) against the original.
     pub fn metrics(&self, decoded: &[u8]) -> Result<Metrics> {
         match &self.reference {
-            Reference::Embedding { bert, ids, original } => {
-                let m = bert.model(decoded)?;
-                let e = bert.embed(&m, ids)?;
+            Reference::Embedding { model, ids, original } => {
+                let e = model.run(decoded, ids)?;
                 let c = embed::compare(original, &e);
                 Ok(Metrics {
                     n_inputs: c.n_texts,
@@ -292,7 +331,10 @@ impl Evaluator {
             }
             Reference::CausalLm { cfg, windows, original } => {
                 let d = load_llama(decoded, cfg)?;
-                let s = lm::compare(original, &d, windows).map_err(candle_err("running the llama model"))?;
+                let mut s = lm::LmSums::default();
+                for (w, o) in windows.iter().zip(original) {
+                    s.add(&cache::compare(o, &logits(&d, w)?, w, cfg.vocab_size));
+                }
                 let n = s.n.max(1) as f64;
                 let (ppl_o, ppl) = ((s.nll_original / n).exp(), (s.nll / n).exp());
                 Ok(Metrics {
@@ -337,6 +379,11 @@ impl Evaluator {
             seconds_eval: t1.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// The logits of one window, `(t, vocab)` row-major.
+fn logits(m: &lm::Llama, w: &[u32]) -> Result<Vec<f32>> {
+    m.forward(w).and_then(|t| t.flatten_all()?.to_vec1()).map_err(candle_err("running the llama model"))
 }
 
 fn load_llama(weights: &[u8], cfg: &lm::LmConfig) -> Result<lm::Llama> {

@@ -72,6 +72,40 @@ fn minilm_lossless_is_exact_and_lossy_is_close() {
 }
 
 #[test]
+fn embeddinggemma_lossless_is_exact_and_lossy_is_close() {
+    // 16 of the 300 texts (CI time: the model is 1.2 GB, fetched once into the cache)
+    let all = match texts::default_embedding_texts(&opts()) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::Network => {
+            eprintln!("SKIPPED: the embedding texts could not be fetched here ({})", e.message());
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let Some(ev) = evaluator(gemma::DATASET, "original", Some(all[..16].to_vec())) else { return };
+    let orig = ev.original_embeddings().unwrap();
+    assert_eq!(orig[0].len(), 768);
+    // the prompt is in the ids: <bos> "task: sentence similarity | query: " ... <eos>
+    assert!(ev.inputs().iter().all(|ids| ids[0] == 2 && *ids.last().unwrap() == 1 && ids.len() > 10));
+    for e in orig {
+        let n: f64 = e.iter().map(|&x| x as f64 * x as f64).sum();
+        assert!((n - 1.0).abs() < 1e-5, "not normalized: {n}");
+    }
+    let r = ev.evaluate("zstd:level=1", 0).unwrap();
+    assert!(r.lossless && r.identical_weights);
+    assert_eq!((r.metrics.cosine_mean, r.metrics.cosine_min), (Some(1.0), Some(1.0)));
+    assert_eq!(r.metrics.top10_agreement, Some(1.0));
+
+    // 3 mantissa bits kept: close, not equal
+    let r = ev.evaluate("round:bits=3", 0).unwrap();
+    assert!(!r.lossless && !r.identical_weights);
+    let (mean, min) = (r.metrics.cosine_mean.unwrap(), r.metrics.cosine_min.unwrap());
+    assert!(mean < 1.0 && mean > 0.95, "cosine mean {mean}");
+    assert!(min <= mean, "cosine min {min}");
+    assert!(r.bits_per_weight < 16.0, "{}", r.bits_per_weight);
+}
+
+#[test]
 fn smollm2_lossless_is_exact_and_lossy_moves_perplexity() {
     // a short text keeps the test cheap: one window of a few hundred tokens
     let text: Vec<String> = match texts::default_lm_text(&opts()) {
