@@ -109,6 +109,10 @@ enum Cmd {
         /// Decode every chunk again before writing it.
         #[arg(long)]
         check: bool,
+        /// Also record every tensor's sha256 (hashes each byte a second time; the file's
+        /// sha256 and every chunk's xxh3 are always recorded).
+        #[arg(long)]
+        tensor_sha256: bool,
         /// Only slice I of N of a directory's files (1-based), for N processes or machines
         /// writing into one output directory; `weightlab join-slices OUT_DIR` then makes its
         /// manifest. Slices are deterministic and balanced by size.
@@ -286,7 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{}: joined, {} files, {}", dir.display(), m.files.len(), mb(m.total_size()));
             }
         }
-        Cmd::Compress { inputs, out, codec, threads, chunk_kib, no_dedup, check, shard } => {
+        Cmd::Compress { inputs, out, codec, threads, chunk_kib, no_dedup, check, tensor_sha256, shard } => {
             if shard.is_some() && !(inputs.len() == 1 && inputs[0].is_dir() && out.output.is_some()) {
                 Err(weightlab::Error::invalid("--shard takes one directory input and -o OUT_DIR"))?;
             }
@@ -296,6 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 threads,
                 dedup: !no_dedup,
                 check,
+                tensor_sha256,
                 progress,
             };
             for (input, target) in plan(&inputs, &out, Job::Compress)? {
@@ -330,8 +335,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Verify { input, original, threads } => {
             let r = container::verify_file(&input, original.as_deref(), threads, progress)?;
+            let tensor_sums = match r.tensor_sha256s {
+                0 => "every chunk's xxh3 matches".to_string(),
+                n if n == r.tensors => "every chunk's xxh3 and tensor's sha256 match".to_string(),
+                n => format!("every chunk's xxh3 and the {n} recorded tensor sha256s match"),
+            };
             outln!(
-                "OK: {} tensors, {} decoded, every chunk and tensor checksum matches; sha256 {}{}",
+                "OK: {} tensors, {} decoded, {tensor_sums}; the file's sha256 {}{}",
                 r.tensors,
                 mb(r.bytes),
                 r.sha256,
@@ -824,7 +834,7 @@ fn print_info(a: &Archive, archive_len: u64, json: bool) -> anyhow::Result<()> {
                     "lossless": t.lossless, "bound": t.bound, "size": t.size,
                     "encoded": t.encoded_len(), "ratio": ratio(t.encoded_len(), t.size),
                     "chunks": t.chunks.len(), "same_as": t.same_as.map(|j| idx.tensors[j].name.clone()),
-                    "sha256": t.sha256,
+                    "sha256": t.has_sha256().then_some(&t.sha256),
                 })
             })
             .collect();

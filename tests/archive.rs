@@ -376,8 +376,19 @@ fn golden_stage_archives_decode_and_encode_the_same() {
         } else {
             assert!(!a.index.is_lossless(), "{name}");
         }
-        // encode again: the same payload bytes and the same index (but the writer)
-        let again = compress(&src, spec, GOLDEN_STAGES_CHUNK);
+        // encode again: the same payload bytes and the same index (but the
+        // writer); the goldens were written when every tensor's sha256 was
+        let again = {
+            let opts = CompressOptions {
+                codec: spec.to_string(),
+                chunk_size: GOLDEN_STAGES_CHUNK,
+                tensor_sha256: true,
+                ..Default::default()
+            };
+            let mut out = Vec::new();
+            container::compress(&src, "model.safetensors", &mut out, &opts).unwrap();
+            out
+        };
         let b = Archive::open(&again).unwrap();
         let mut idx = b.index.clone();
         idx.writer = a.index.writer.clone();
@@ -386,5 +397,43 @@ fn golden_stage_archives_decode_and_encode_the_same() {
             arch[..end(&arch)] == again[..end(&again)] && idx == a.index,
             "{name}: {spec} now encodes the golden source differently (see GOLDEN_STAGES)"
         );
+    }
+}
+
+/// Lossless tensors record no sha256 unless asked (the file's sha256 and the
+/// chunks' xxh3 check them); lossy ones always record both; either way the
+/// archive decodes to the same bytes, and a recorded sha256 is checked.
+#[test]
+fn tensor_sha256_only_when_asked_for_lossless_tensors() {
+    let src = model_file(11);
+    let st = SafeTensors::parse(&src).unwrap();
+    for (codec, ask) in [("exp", false), ("exp", true), ("round:bits=4>zstd:level=3", false)] {
+        let opts = CompressOptions { codec: codec.into(), chunk_size: 4096, tensor_sha256: ask, ..Default::default() };
+        let mut arch = Vec::new();
+        container::compress(&src, "model.safetensors", &mut arch, &opts).unwrap();
+        let a = Archive::open(&arch).unwrap();
+        for (t, v) in a.index.tensors.iter().zip(st.views()) {
+            if t.lossless && !ask && !v.data.is_empty() {
+                assert!(!t.has_sha256(), "{codec}: {} records a sha256 it was not asked for", t.name);
+            } else if t.lossless {
+                assert_eq!(t.sha256, weightlab::io::sha256_hex(v.data), "{codec} {ask}: {}", t.name);
+            } else {
+                assert!(t.has_sha256() && t.original_sha256.as_deref() == Some(&weightlab::io::sha256_hex(v.data)));
+            }
+        }
+        let out = decode(&arch).unwrap();
+        assert_eq!(weightlab::io::sha256_hex(&out), a.index.output_sha256, "{codec} {ask}");
+        if a.index.is_lossless() {
+            assert!(out == src, "{codec} {ask}");
+        }
+        // a recorded sha256 that no longer matches is found by a full decode
+        if ask {
+            let i = a.index.tensors.iter().position(|t| t.size > 0).unwrap();
+            let mut idx = a.index.clone();
+            idx.tensors[i].sha256 = "0".repeat(64);
+            let bad = rewrite_index(&arch, &idx);
+            let e = decode(&bad).unwrap_err();
+            assert!(e.to_string().contains(&idx.tensors[i].name), "{e}");
+        }
     }
 }

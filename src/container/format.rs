@@ -164,7 +164,10 @@ pub struct TensorRecord {
     pub data_offset: u64,
     /// Byte length of the tensor.
     pub size: u64,
-    /// sha256 of the bytes decoding gives (the original bytes when lossless).
+    /// sha256 of the bytes decoding gives (the original bytes when lossless);
+    /// "" when the writer did not record it (the default for lossless
+    /// tensors since 0.1: every chunk's xxh3 of its decoded bytes and the
+    /// file's sha256 check them instead).
     pub sha256: String,
     /// sha256 of the original bytes (differs from `sha256` only when lossy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +180,11 @@ pub struct TensorRecord {
 }
 
 impl TensorRecord {
+    /// Whether the index records this tensor's sha256.
+    pub fn has_sha256(&self) -> bool {
+        !self.sha256.is_empty()
+    }
+
     pub fn encoded_len(&self) -> u64 {
         self.chunks.iter().map(|c| c.encoded_len()).sum()
     }

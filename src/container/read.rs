@@ -143,7 +143,7 @@ impl<'a> Archive<'a> {
             rest = b;
         }
         slices.into_par_iter().try_for_each(|(c, off, buf)| self.decode_chunk(codec.as_ref(), src, c, off, buf))?;
-        if hex(&Sha256::digest(&out)) != r.sha256 {
+        if r.has_sha256() && hex(&Sha256::digest(&out)) != r.sha256 {
             return Err(Error::hash_mismatch(format!("tensor '{}': sha256 does not match", r.name)));
         }
         Ok(out)
@@ -214,6 +214,10 @@ impl<'a> Archive<'a> {
             Output::Stream(_) => None,
         };
         let data_start = header.len() as u64;
+        let at = |t: usize, off: u64| data_start + self.index.tensors[t].data_offset + off;
+        // With one decoding thread the sink has a thread of its own
+        // ([`super::pipelined`]): the writes go there, beside the decoding.
+        let write_in_sink = rayon::current_num_threads() == 1;
         let decode = |&(t, c, off): &ChunkJob| -> Result<Vec<u8>> {
             let src = self.storage_of(t);
             let codec = codecs[src].as_deref().expect("a codec per stored tensor");
@@ -232,14 +236,20 @@ impl<'a> Archive<'a> {
                 }
                 r => r?,
             }
-            if let Some(f) = file {
-                let at = data_start + self.index.tensors[t].data_offset + off;
-                write_all_at(f, &buf, at)?;
+            if let Some(f) = file
+                && !write_in_sink
+            {
+                write_all_at(f, &buf, at(t, off))?;
             }
             Ok(buf)
         };
         super::pipelined(&jobs, decode, |job, d| {
             let d = d?;
+            if let Some(f) = file
+                && write_in_sink
+            {
+                write_all_at(f, &d, at(job.0, job.2))?;
+            }
             self.account_chunk(&mut w, opts, job, &d)?;
             if let Output::Stream(s) = &mut output {
                 s.write_all(&d).map_err(|e| Error::io("writing the output", e))?;
@@ -270,7 +280,7 @@ impl<'a> Archive<'a> {
         &(t, c, _): &ChunkJob,
         d: &[u8],
     ) -> Result<()> {
-        if c == 0 && opts.check_tensor_hashes {
+        if c == 0 && opts.check_tensor_hashes && self.index.tensors[t].has_sha256() {
             w.tensor_hash = Some(Sha256::new());
         }
         w.account(d);
@@ -547,13 +557,15 @@ impl Archive<'_> {
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
     pub tensors: usize,
+    /// How many of them have a sha256 in the index (all checked).
+    pub tensor_sha256s: usize,
     pub bytes: u64,
     pub sha256: String,
     pub lossless: bool,
 }
 
-/// Decode everything, check every chunk checksum, every tensor's sha256 and
-/// the whole file's; with `original`, also compare with that file's sha256.
+/// Decode everything, check every chunk checksum, every recorded tensor
+/// sha256 and the whole file's; with `original`, also compare with that file's sha256.
 pub fn verify_file(input: &Path, original: Option<&Path>, threads: usize, progress: bool) -> Result<VerifyReport> {
     let map = crate::io::Mapped::open(input)?;
     let archive = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
@@ -578,6 +590,7 @@ pub fn verify_file(input: &Path, original: Option<&Path>, threads: usize, progre
     }
     Ok(VerifyReport {
         tensors: archive.index.tensors.len(),
+        tensor_sha256s: archive.index.tensors.iter().filter(|t| t.has_sha256()).count(),
         bytes: report.bytes,
         sha256: decoded_sha,
         lossless: archive.index.is_lossless(),
@@ -633,7 +646,7 @@ impl Archive<'_> {
         if check_sha256 {
             targets.par_iter().try_for_each(|(t, out)| {
                 let r = &self.index.tensors[*t];
-                if hex(&Sha256::digest(&**out)) != r.sha256 {
+                if r.has_sha256() && hex(&Sha256::digest(&**out)) != r.sha256 {
                     return Err(Error::hash_mismatch(format!("tensor '{}': sha256 does not match", r.name)));
                 }
                 Ok(())
