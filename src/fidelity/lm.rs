@@ -70,6 +70,9 @@ impl LmConfig {
     }
 }
 
+/// See [`Llama::forward_with`]: `(layer, k, v) -> (k, v)`.
+pub type KvHook<'a> = dyn FnMut(usize, Tensor, Tensor) -> candle_core::Result<(Tensor, Tensor)> + 'a;
+
 struct Layer {
     input_norm: Tensor,
     q: Tensor,
@@ -132,8 +135,22 @@ impl Llama {
         Ok(Llama { cfg: cfg.clone(), embed, layers, norm, lm_head, cos: freqs.cos()?, sin: freqs.sin()? })
     }
 
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &LmConfig {
+        &self.cfg
+    }
+
     /// Logits of every position, `(ids.len(), vocab)`, F32.
     pub fn forward(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        self.forward_with(ids, &mut |_, k, v| Ok((k, v)))
+    }
+
+    /// [`Llama::forward`] with a K/V hook: for every layer `l`, `kv(l, k, v)`
+    /// receives the keys (after RoPE) and values that the attention is about
+    /// to read, `(1, kv_heads, tokens, head_dim)` each, as a serving engine
+    /// would cache them, and returns the tensors the attention reads instead
+    /// (same shapes; the causal mask still lets position `i` see `0..=i`).
+    pub fn forward_with(&self, ids: &[u32], kv: &mut KvHook<'_>) -> candle_core::Result<Tensor> {
         let t = ids.len();
         if t == 0 || t > self.cos.dims()[0] {
             candle_core::bail!("{t} tokens: the model takes 1 to {}", self.cos.dims()[0]);
@@ -149,7 +166,7 @@ impl Llama {
             (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         let mask = Tensor::from_vec(mask, (t, t), &dev)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        for l in &self.layers {
+        for (li, l) in self.layers.iter().enumerate() {
             let hs = candle_nn::ops::rms_norm(&x, &l.input_norm, cfg.rms_norm_eps as f32)?;
             let heads = |w: &Tensor, n: usize| -> candle_core::Result<Tensor> {
                 linear(&hs, w)?.reshape((t, n, hd))?.transpose(0, 1)?.contiguous()?.unsqueeze(0)
@@ -157,6 +174,14 @@ impl Llama {
             let q = candle_nn::rotary_emb::rope(&heads(&l.q, nh)?, &cos, &sin)?;
             let k = candle_nn::rotary_emb::rope(&heads(&l.k, nkv)?, &cos, &sin)?;
             let v = heads(&l.v, nkv)?;
+            let (k, v) = kv(li, k, v)?;
+            if k.dims() != [1, nkv, t, hd] || v.dims() != [1, nkv, t, hd] {
+                candle_core::bail!(
+                    "layer {li}: the K/V hook gave {:?} and {:?} for (1, {nkv}, {t}, {hd})",
+                    k.dims(),
+                    v.dims()
+                );
+            }
             let rep = |x: Tensor| -> candle_core::Result<Tensor> {
                 if nh == nkv {
                     return Ok(x);

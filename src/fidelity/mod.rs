@@ -24,6 +24,7 @@ pub mod cli;
 pub mod embed;
 pub mod gemma;
 pub mod gguf;
+pub mod kv;
 pub mod lm;
 #[cfg(test)]
 mod tests;
@@ -130,6 +131,11 @@ enum Reference {
         windows: Vec<Vec<u32>>,
         original: Vec<Vec<cache::Position>>,
     },
+    /// A K/V cache variant of the causal LM ([`kv`]): the model runs with the
+    /// decoded cache in place of its own.
+    KvCache {
+        reference: std::sync::Arc<kv::KvReference>,
+    },
 }
 
 /// A model ready to evaluate codecs on: its original weights (memory-mapped),
@@ -169,6 +175,10 @@ fn candle_err(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
 /// The weights file of a dataset variant: through the datasets layer, or
 /// for the GGUF causal LM, its BF16 import.
 fn weights_of(dataset: &str, variant: &str, opts: &FetchOptions) -> Result<(PathBuf, String, bool, String)> {
+    if dataset == gguf::DATASET && variant.starts_with("kv-") {
+        let (path, sha) = kv::ensure(variant, opts)?;
+        return Ok((path, sha, true, variant.to_string()));
+    }
     if dataset == gguf::DATASET {
         if variant != "bf16" {
             return Err(Error::invalid(format!(
@@ -215,20 +225,20 @@ impl Evaluator {
                 let (original, cached) = cache::embeddings(&path, &key, ids.len(), || model.run(map.bytes(), &ids))?;
                 (Reference::Embedding { model, ids, original }, cached)
             }
+            Task::CausalLm if variant.starts_with("kv-") => {
+                if texts.is_some() {
+                    return Err(Error::unsupported(format!(
+                        "{dataset}:{variant}: a K/V cache is captured on the default perplexity text only"
+                    )));
+                }
+                let reference = kv::reference(opts)?;
+                inputs.push(texts::default_lm_text(opts)?);
+                (Reference::KvCache { reference }, false)
+            }
             Task::CausalLm => {
                 let imp = gguf::import(opts)?;
-                let tok = tokenizers::Tokenizer::from_file(&imp.tokenizer_json)
-                    .map_err(|e| Error::invalid(format!("{}: {e}", imp.tokenizer_json.display())))?;
-                let text = match texts {
-                    Some(t) => t.join("\n"),
-                    None => texts::default_lm_text(opts)?,
-                };
-                let enc = tok.encode(text.as_str(), false).map_err(|e| Error::invalid(format!("tokenizing: {e}")))?;
+                let (text, windows) = lm_windows(&imp, texts, opts)?;
                 inputs.push(text);
-                let windows = lm::windows(enc.get_ids(), lm::MAX_TOKENS);
-                if windows.is_empty() {
-                    return Err(Error::invalid("the perplexity text has fewer than 2 tokens"));
-                }
                 let key = cache::key(dataset, &variant, &sha256, "causal-lm", &windows);
                 let path = cache::path(&opts.cache_root(), dataset, &variant, &key);
                 // the original model is loaded only when its outputs are not in the cache
@@ -269,6 +279,7 @@ impl Evaluator {
         match &self.reference {
             Reference::Embedding { ids, .. } => ids,
             Reference::CausalLm { windows, .. } => windows,
+            Reference::KvCache { reference } => &reference.windows,
         }
     }
 
@@ -288,6 +299,11 @@ impl Evaluator {
                 v["ids"] = serde_json::json!(ids);
                 v["embeddings"] = serde_json::json!(original);
             }
+            Reference::KvCache { reference } => {
+                v["windows"] = serde_json::json!(reference.windows);
+                v["ppl_original"] = serde_json::json!(r.metrics.ppl_original);
+                v["n_predicted"] = serde_json::json!(r.metrics.n_inputs);
+            }
             Reference::CausalLm { windows, .. } => {
                 v["text"] = serde_json::json!(self.texts.join("\n"));
                 v["windows"] = serde_json::json!(windows);
@@ -302,7 +318,7 @@ impl Evaluator {
     pub fn original_embeddings(&self) -> Option<&[Vec<f32>]> {
         match &self.reference {
             Reference::Embedding { original, .. } => Some(original),
-            Reference::CausalLm { .. } => None,
+            Reference::CausalLm { .. } | Reference::KvCache { .. } => None,
         }
     }
 
@@ -310,7 +326,7 @@ impl Evaluator {
     pub fn embeddings(&self, weights: &[u8]) -> Result<Option<Vec<Vec<f32>>>> {
         match &self.reference {
             Reference::Embedding { model, ids, .. } => Ok(Some(model.run(weights, ids)?)),
-            Reference::CausalLm { .. } => Ok(None),
+            Reference::CausalLm { .. } | Reference::KvCache { .. } => Ok(None),
         }
     }
 
@@ -335,17 +351,12 @@ impl Evaluator {
                 for (w, o) in windows.iter().zip(original) {
                     s.add(&cache::compare(o, &logits(&d, w)?, w, cfg.vocab_size));
                 }
-                let n = s.n.max(1) as f64;
-                let (ppl_o, ppl) = ((s.nll_original / n).exp(), (s.nll / n).exp());
-                Ok(Metrics {
-                    n_inputs: s.n as usize,
-                    ppl_original: Some(ppl_o),
-                    ppl: Some(ppl),
-                    ppl_delta_pct: Some(if s.nll == s.nll_original { 0.0 } else { 100.0 * (ppl / ppl_o - 1.0) }),
-                    top1_agreement: Some(s.top1_agree as f64 / n),
-                    kl_mean: Some(s.kl / n),
-                    ..Default::default()
-                })
+                Ok(lm_metrics(&s))
+            }
+            Reference::KvCache { reference } => {
+                let (_, cache) = kv::decode(decoded)?;
+                let s = kv::compare(&reference.model, &reference.windows, &reference.logits, &cache)?;
+                Ok(lm_metrics(&s))
             }
         }
     }
@@ -379,6 +390,41 @@ impl Evaluator {
             seconds_eval: t1.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// The causal-LM metrics of summed windows.
+fn lm_metrics(s: &lm::LmSums) -> Metrics {
+    let n = s.n.max(1) as f64;
+    let (ppl_o, ppl) = ((s.nll_original / n).exp(), (s.nll / n).exp());
+    Metrics {
+        n_inputs: s.n as usize,
+        ppl_original: Some(ppl_o),
+        ppl: Some(ppl),
+        ppl_delta_pct: Some(if s.nll == s.nll_original { 0.0 } else { 100.0 * (ppl / ppl_o - 1.0) }),
+        top1_agreement: Some(s.top1_agree as f64 / n),
+        kl_mean: Some(s.kl / n),
+        ..Default::default()
+    }
+}
+
+/// The perplexity text (or `texts` joined by newlines) and its windows.
+fn lm_windows(
+    imp: &gguf::Imported,
+    texts: Option<Vec<String>>,
+    opts: &FetchOptions,
+) -> Result<(String, Vec<Vec<u32>>)> {
+    let tok = tokenizers::Tokenizer::from_file(&imp.tokenizer_json)
+        .map_err(|e| Error::invalid(format!("{}: {e}", imp.tokenizer_json.display())))?;
+    let text = match texts {
+        Some(t) => t.join("\n"),
+        None => texts::default_lm_text(opts)?,
+    };
+    let enc = tok.encode(text.as_str(), false).map_err(|e| Error::invalid(format!("tokenizing: {e}")))?;
+    let windows = lm::windows(enc.get_ids(), lm::MAX_TOKENS);
+    if windows.is_empty() {
+        return Err(Error::invalid("the perplexity text has fewer than 2 tokens"));
+    }
+    Ok((text, windows))
 }
 
 /// The logits of one window, `(t, vocab)` row-major.
