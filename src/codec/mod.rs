@@ -15,6 +15,7 @@ pub mod entropy;
 pub mod float;
 pub mod lossless;
 pub mod lossy;
+pub mod lowprec;
 pub mod planes;
 pub mod simd;
 
@@ -302,6 +303,9 @@ pub static REGISTRY: &[StageDef] = &[
     lossy::INT8,
     lossy::INT4,
     lossy::ROUND,
+    lowprec::FP8,
+    lowprec::MXFP4,
+    lowprec::NVFP4,
     auto::AUTO,
 ];
 

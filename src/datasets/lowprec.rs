@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, OwnedTensor, SafeTensors};
 use std::collections::HashMap;
 
-use super::derive::{E4M3_MAX, bf16_to_f32, e4m3fn_to_f32, f16_to_f32, f32_to_bf16, f32_to_e4m3fn};
+use super::derive::{E4M3_MAX, bf16_to_f32, e4m3fn_to_f32, f16_to_f32, f32_to_bf16, f32_to_e4m3fn_sat};
 
 /// The largest finite E5M2 value.
 pub const E5M2_MAX: f32 = 57344.0;
@@ -225,7 +225,11 @@ pub fn nvfp4_quantize(x: &[f32], g: f32, codes: &mut Vec<u8>, scales: &mut Vec<u
         if s == 0.0 {
             s = 1.0;
         }
-        let sb = f32_to_e4m3fn(s);
+        // saturating: with g from this tensor's absmax, s <= 448 (up to F32
+        // rounding, which torch's cast also rounds to 448), so this is
+        // ModelOpt's cast; a g given from elsewhere (the codec's gscale) may
+        // be too small, and an E4M3 NaN scale would decode to NaN
+        let sb = f32_to_e4m3fn_sat(s);
         scales.push(sb);
         let d = e4m3fn_to_f32(sb) * g;
         for (c, &v) in q.iter_mut().zip(b) {
@@ -623,7 +627,7 @@ mod tests {
         assert_eq!(scales, [127, 127, 0]);
         assert_eq!(codes.len(), 48);
         assert_eq!(codes[0], 0x7 | 0x9 << 4, "6.0 low nibble, -0.5 high");
-        assert_eq!(codes[1], 0x0 | 0x1 << 4, "0.25 ties to 0, 0.3 to 0.5");
+        assert_eq!(codes[1], 0x1 << 4, "0.25 ties to 0 (low nibble), 0.3 to 0.5");
         assert_eq!(codes[16], 0x7 | 0xa << 4, "7 saturates to 6; -1");
         assert!(codes[32..].iter().all(|&b| b == 0));
         let mut back = Vec::new();
