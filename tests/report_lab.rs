@@ -124,6 +124,8 @@ fn meta() -> ReportMeta {
             rows: vec![vec!["x".into(), "1".into()]],
         }],
         layout: Layout::default(),
+        notes: String::new(),
+        per_tensor: false,
     }
 }
 

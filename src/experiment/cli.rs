@@ -66,8 +66,10 @@ pub fn report_meta(exp: &Experiment, meta: &RunMeta, report: &RunReport) -> Resu
         published_entropy: exp.outputs.analysis.then(crate::analysis::tables::aveiro_qwen2_0_5b),
         published_by_codec: exp.published.codecs.clone(),
         published_label: exp.published.label.clone(),
-        published: Vec::new(),
+        published: exp.published_tables.clone(),
         layout: exp.layout.clone(),
+        notes: exp.notes.clone(),
+        per_tensor: exp.outputs.per_tensor,
     })
 }
 

@@ -81,8 +81,13 @@ pub fn default_out_dir(exp: &Experiment) -> PathBuf {
 
 /// The dataset files an experiment names.
 pub fn resolve_inputs(exp: &Experiment, progress: bool) -> Result<Vec<InputFile>> {
+    Ok(resolve_entries(exp, progress)?.into_iter().map(|(_, f)| f).collect())
+}
+
+/// [`resolve_inputs`], each file with the index of its `datasets` entry.
+fn resolve_entries(exp: &Experiment, progress: bool) -> Result<Vec<(usize, InputFile)>> {
     let mut out = Vec::new();
-    for d in &exp.datasets {
+    for (di, d) in exp.datasets.iter().enumerate() {
         let got = if let Some(p) = &d.path {
             let path = exp.dataset_path(p);
             let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -98,7 +103,7 @@ pub fn resolve_inputs(exp: &Experiment, progress: bool) -> Result<Vec<InputFile>
             Ok(Vec::new())
         };
         match got {
-            Ok(files) => out.extend(files),
+            Ok(files) => out.extend(files.into_iter().map(|f| (di, f))),
             Err(e) if d.optional => eprintln!("skipping optional dataset: {e}"),
             Err(e) => return Err(e),
         }
@@ -108,23 +113,27 @@ pub fn resolve_inputs(exp: &Experiment, progress: bool) -> Result<Vec<InputFile>
 
 fn resolve_named(name: &str, variants: &[String], progress: bool) -> Result<Vec<InputFile>> {
     let opts = crate::datasets::FetchOptions { progress, ..Default::default() };
-    // the GGUF causal LM: its BF16 import (the only variant there is)
+    // the GGUF causal LM: its BF16 import, and the K/V caches it computes
     #[cfg(feature = "fidelity")]
     if name == crate::fidelity::gguf::DATASET {
-        if variants.iter().any(|v| v != "bf16") {
-            return Err(Error::invalid(format!(
-                "dataset '{name}': only its bf16 import can be measured (variants = [\"bf16\"])"
-            )));
+        let wanted: Vec<&str> =
+            if variants.is_empty() { vec!["bf16"] } else { variants.iter().map(String::as_str).collect() };
+        let mut out = Vec::with_capacity(wanted.len());
+        for v in wanted {
+            let path = if v == "bf16" {
+                crate::fidelity::gguf::import(&opts).with_context(|| format!("dataset '{name}'"))?.weights
+            } else if v.starts_with("kv-") {
+                crate::fidelity::kv::ensure(v, &opts).with_context(|| format!("dataset '{name}'"))?.0
+            } else {
+                return Err(Error::invalid(format!(
+                    "dataset '{name}': variant '{v}': its variants are bf16 (the GGUF import) and the K/V caches {}",
+                    crate::fidelity::kv::KvVariant::list()
+                )));
+            };
+            let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push(InputFile { dataset: name.into(), variant: v.into(), derived: true, path, file });
         }
-        let imp = crate::fidelity::gguf::import(&opts).with_context(|| format!("dataset '{name}'"))?;
-        let file = imp.weights.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        return Ok(vec![InputFile {
-            dataset: name.into(),
-            variant: "bf16".into(),
-            derived: true,
-            path: imp.weights,
-            file,
-        }]);
+        return Ok(out);
     }
     let files = crate::datasets::resolve(name, variants, &opts).with_context(|| format!("dataset '{name}'"))?;
     Ok(files
@@ -137,6 +146,15 @@ fn resolve_named(name: &str, variants: &[String], progress: bool) -> Result<Vec<
 pub fn tensor_class(name: &str) -> &'static str {
     let n = name.to_ascii_lowercase();
     let has = |pats: &[&str]| pats.iter().any(|p| n.contains(p));
+    // K/V caches (`layers.N.k…`, `layers.N.v…`: the fidelity module's captures)
+    let kv = n.strip_prefix("layers.").and_then(|r| r.split_once('.')).filter(|(l, _)| l.parse::<u32>().is_ok());
+    if let Some((_, rest)) = kv {
+        match rest.split('.').next() {
+            Some("k") => return "kv-key",
+            Some("v") => return "kv-value",
+            _ => {}
+        }
+    }
     if has(&["norm", "ln_", ".ln", "layer_norm"]) {
         "norm"
     } else if has(&["embed", "wte", "wpe", "position_ids", "token_type"]) {
@@ -533,13 +551,17 @@ type Evaluators = Vec<Option<crate::fidelity::Evaluator>>;
 type Evaluators = Vec<Option<()>>;
 
 #[cfg(feature = "fidelity")]
-fn evaluators(exp: &Experiment, files: &[InputFile], progress: bool) -> Result<Evaluators> {
+fn evaluators(exp: &Experiment, files: &[InputFile], model_files: &[bool], progress: bool) -> Result<Evaluators> {
     let Some(spec) = &exp.fidelity else { return Ok(Vec::new()) };
     let texts = spec.texts.as_ref().map(|p| crate::fidelity::texts::read_lines(&exp.dataset_path(p))).transpose()?;
     let opts = crate::datasets::FetchOptions { progress, ..Default::default() };
     files
         .iter()
-        .map(|f| {
+        .zip(model_files)
+        .map(|(f, &wanted)| {
+            if !wanted {
+                return Ok(None);
+            }
             if crate::fidelity::task_of(&f.dataset).is_none() {
                 eprintln!("[fidelity]: no model evaluator for {} (its cells get no model metrics)", f.dataset);
                 return Ok(None);
@@ -565,7 +587,7 @@ fn evaluators(exp: &Experiment, files: &[InputFile], progress: bool) -> Result<E
 }
 
 #[cfg(not(feature = "fidelity"))]
-fn evaluators(exp: &Experiment, _files: &[InputFile], _progress: bool) -> Result<Evaluators> {
+fn evaluators(exp: &Experiment, _files: &[InputFile], _model_files: &[bool], _progress: bool) -> Result<Evaluators> {
     match exp.fidelity {
         Some(_) => Err(Error::unsupported(
             "this experiment has a [fidelity] section: rebuild weightlab with --features fidelity to run the models",
@@ -578,7 +600,10 @@ fn evaluators(exp: &Experiment, _files: &[InputFile], _progress: bool) -> Result
 #[cfg(feature = "fidelity")]
 fn add_fidelity(exp: &Experiment, evs: &Evaluators, fi: usize, spec: &str, threads: u32, row: &mut ResultRow) {
     let (Some(f), Some(Some(ev))) = (&exp.fidelity, evs.get(fi)) else { return };
-    if (row.lossless && !f.lossless) || row.compressed_bytes.is_none() {
+    if (row.lossless && !f.lossless)
+        || row.compressed_bytes.is_none()
+        || !(f.codecs.is_empty() || f.codecs.iter().any(|c| c == spec))
+    {
         return;
     }
     match ev.evaluate(spec, threads as usize) {
@@ -606,7 +631,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
     let out_dir = opts.out_dir.clone().unwrap_or_else(|| default_out_dir(exp));
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(format!("creating {}", out_dir.display()), e))?;
     let reps = opts.reps.unwrap_or(exp.reps).max(1);
-    let files = resolve_inputs(exp, opts.progress)?;
+    let (entry_of, files): (Vec<usize>, Vec<InputFile>) = resolve_entries(exp, opts.progress)?.into_iter().unzip();
+    // per file: may a codec run on it (its entry's `codecs`), are its cells run as a model
+    let allowed =
+        |fi: usize, spec: &str| exp.datasets[entry_of[fi]].codecs.as_ref().is_none_or(|l| l.iter().any(|c| c == spec));
+    let model_files: Vec<bool> = entry_of.iter().map(|&e| exp.datasets[e].fidelity).collect();
     let entries: Vec<Entry> = exp
         .codecs
         .iter()
@@ -641,7 +670,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
     for (f, m) in files.iter().zip(&maps) {
         parsed.push(SafeTensors::parse(m.bytes()).with_context(|| f.path.display().to_string())?);
     }
-    let evs = evaluators(exp, &files, opts.progress)?;
+    let evs = evaluators(exp, &files, &model_files, opts.progress)?;
 
     // the cells, in order
     let selected: Vec<Vec<usize>> = parsed
@@ -660,8 +689,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
         })
         .collect();
     let per_file_cells = |i: usize| {
-        let t = if exp.granularity.tensors() { selected[i].len() * entries.len() } else { 0 };
-        let f = if exp.granularity.files() { entries.len() } else { 0 };
+        let n = entries.iter().filter(|e| allowed(i, &e.spec)).count();
+        let t = if exp.granularity.tensors() { selected[i].len() * n } else { 0 };
+        let f = if exp.granularity.files() { n } else { 0 };
         (t + f + peer_specs.len()) * exp.threads.len()
     };
     let total: usize = (0..files.len()).map(per_file_cells).sum();
@@ -732,7 +762,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                 for &ti in &selected[fi] {
                     let (t, v): (&TensorInfo, &TensorView) = (&st.tensors[ti], &views[ti]);
                     let ranges = chunk_ranges(t, exp.chunk_size);
-                    for e in &entries {
+                    for e in entries.iter().filter(|e| allowed(fi, &e.spec)) {
                         let mut row = ResultRow {
                             tensor: t.name.clone(),
                             dtype: t.dtype.name().to_string(),
@@ -782,7 +812,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
             };
             if exp.granularity.files() {
                 let floor: f64 = floors.iter().filter(|f| f.is_finite()).sum::<f64>() + st.header_bytes.len() as f64;
-                for e in &entries {
+                for e in entries.iter().filter(|e| allowed(fi, &e.spec)) {
                     let mut row = ResultRow {
                         tensor: "*".into(),
                         dtype: dtypes.clone(),
@@ -914,6 +944,10 @@ mod tests {
         assert_eq!(tensor_class("encoder.layer.0.output.dense.weight"), "mlp");
         assert_eq!(tensor_class("encoder.layer.0.intermediate.dense.bias"), "bias");
         assert_eq!(tensor_class("pooler.dense.weight"), "other");
+        assert_eq!(tensor_class("layers.3.k"), "kv-key");
+        assert_eq!(tensor_class("layers.12.v.channel_major"), "kv-value");
+        assert_eq!(tensor_class("layers.0.k.scale"), "kv-key");
+        assert_eq!(tensor_class("model.layers.0.self_attn.k_proj.weight"), "attention");
     }
 
     #[test]

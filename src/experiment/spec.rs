@@ -4,9 +4,12 @@
 //! name = "bf16-planes"
 //! description = "Aveiro Table 4.1 on BF16 weights"
 //! datasets = [{ name = "all-minilm-l6-v2", variants = ["bf16"] }, { path = "model.safetensors" }]
+//! # per entry: `codecs = [...]` runs only those of the experiment's codecs on
+//! # it, `fidelity = false` leaves its cells without model metrics
 //! codecs = ["zstd:level=3", "planes>zstd:level=1", "lz4"]
 //! peers = ["zstd-cli:-3", "zipnn"]
 //! granularity = "both"      # "tensor", "file" or "both"
+//! notes = "…"               # optional: a Notes section in summary.md
 //! threads = [1]
 //! reps = 3
 //! warmup = true
@@ -16,12 +19,14 @@
 //! [outputs]
 //! tables = true
 //! charts = true
+//! per_tensor = false        # a table per tensor and per tensor class
 //!
 //! # optional (feature `fidelity`): run the model of every whole-file cell with
 //! # the decoded weights and add its quality (cosine, perplexity …) to the row
 //! [fidelity]
 //! lossless = false          # also run the lossless cells (their control)
 //! texts = "texts.txt"       # one text per line instead of the default inputs
+//! codecs = ["sz:abs=1e-3"]  # only these codecs' cells (default: all)
 //!
 //! # optional: a grouped table in summary.md ("Fast mode", "Maximum mode" …),
 //! # one sub-table per group, rows in the order given
@@ -39,6 +44,9 @@
 //!     { spec = "zstd-cli:-3", published = "1.38×", source = "another source" },
 //! ]
 //! ```
+//!
+//! `[[published_tables]]` (title, source, header, rows: strings typed in as
+//! published) are printed after our tables, as the "(as published)" sections.
 //!
 //! A group entry is a codec spec or a peer spec, and must be one of the
 //! experiment's `codecs` or `peers` (compared in canonical form, so `exp`
@@ -92,6 +100,13 @@ pub struct DatasetEntry {
     /// be resolved here, e.g. a hub-only model on an offline machine.
     #[serde(default)]
     pub optional: bool,
+    /// Only these of the experiment's `codecs` run on this entry's files
+    /// (absent: all of them).
+    #[serde(default)]
+    pub codecs: Option<Vec<String>>,
+    /// Give this entry's cells the model metrics of `[fidelity]` (default true).
+    #[serde(default = "yes")]
+    pub fidelity: bool,
 }
 
 /// What to write besides the result rows.
@@ -104,11 +119,14 @@ pub struct Outputs {
     pub charts: bool,
     /// The per-file entropy analysis (Aveiro Tables 3.1–3.3).
     pub analysis: bool,
+    /// A table per tensor (the lossless codecs' ratios beside the order-0
+    /// floor) and one per dataset and tensor class.
+    pub per_tensor: bool,
 }
 
 impl Default for Outputs {
     fn default() -> Self {
-        Outputs { tables: true, charts: true, analysis: false }
+        Outputs { tables: true, charts: true, analysis: false, per_tensor: false }
     }
 }
 
@@ -122,6 +140,8 @@ pub struct FidelitySpec {
     /// One text per line, replacing the default inputs; relative paths start
     /// at the project root, like dataset paths.
     pub texts: Option<PathBuf>,
+    /// Only the cells of these codecs get model metrics (empty: every codec).
+    pub codecs: Vec<String>,
 }
 
 /// Published numbers to print beside ours in the per-codec table, typed in
@@ -271,6 +291,10 @@ struct RawExperiment {
     groups: Vec<Spanned<RawGroup>>,
     #[serde(default)]
     fidelity: Option<Spanned<FidelitySpec>>,
+    #[serde(default)]
+    notes: String,
+    #[serde(default)]
+    published_tables: Vec<crate::report::ReferenceTable>,
 }
 
 /// A validated experiment.
@@ -299,6 +323,13 @@ pub struct Experiment {
     /// Model-quality metrics for whole-file cells (`[fidelity]`).
     #[serde(default)]
     pub fidelity: Option<FidelitySpec>,
+    /// Free text for a "Notes" section of `summary.md`.
+    #[serde(default)]
+    pub notes: String,
+    /// Tables typed in as published (`[[published_tables]]`: title, source,
+    /// header, rows), printed after ours.
+    #[serde(default)]
+    pub published_tables: Vec<crate::report::ReferenceTable>,
     /// Where relative dataset paths are resolved from.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -369,6 +400,43 @@ impl Experiment {
             measured.push(peer.label());
         }
         let layout = layout(text, origin, raw.layout, raw.groups, &measured)?;
+        // per-entry codec lists and [fidelity] codecs name codecs the experiment measures
+        let canonical = |list: &[String], key: &str, item: &dyn Fn(&str) -> Error| -> Result<Vec<String>> {
+            list.iter()
+                .map(|c| {
+                    let spec = crate::codec::build(c).map_err(|e| item(e.message()))?.spec();
+                    if !measured.contains(&spec) {
+                        return Err(item(&format!("'{c}' ({key}) is not among this experiment's 'codecs'")));
+                    }
+                    Ok(spec)
+                })
+                .collect()
+        };
+        let mut datasets = Vec::with_capacity(raw.datasets.len());
+        for d in raw.datasets {
+            let mut e = d.get_ref().clone();
+            if let Some(list) = &e.codecs {
+                e.codecs = Some(canonical(list, "datasets.codecs", &|m| at(text, origin, &d, "datasets", m))?);
+            }
+            datasets.push(e);
+        }
+        let fidelity = match raw.fidelity {
+            None => None,
+            Some(f) => {
+                let mut spec = f.get_ref().clone();
+                spec.codecs = canonical(&spec.codecs, "fidelity.codecs", &|m| at(text, origin, &f, "fidelity", m))?;
+                if !raw.granularity.files() {
+                    return Err(at(
+                        text,
+                        origin,
+                        &f,
+                        "fidelity",
+                        "model metrics need whole-file cells: set granularity = \"file\" or \"both\"",
+                    ));
+                }
+                Some(spec)
+            }
+        };
         if let Some(t) = &raw.threads
             && (t.get_ref().is_empty() || t.get_ref().contains(&0))
         {
@@ -378,17 +446,6 @@ impl Experiment {
             && (*r.get_ref() == 0 || *r.get_ref() > 1000)
         {
             return Err(at(text, origin, r, "reps", "must be between 1 and 1000"));
-        }
-        if let Some(f) = &raw.fidelity
-            && !raw.granularity.files()
-        {
-            return Err(at(
-                text,
-                origin,
-                f,
-                "fidelity",
-                "model metrics need whole-file cells: set granularity = \"file\" or \"both\"",
-            ));
         }
         let chunk_size = match &raw.chunk_kib {
             None => crate::container::DEFAULT_CHUNK_SIZE,
@@ -400,7 +457,7 @@ impl Experiment {
         Ok(Experiment {
             name,
             description: raw.description,
-            datasets: raw.datasets.into_iter().map(Spanned::into_inner).collect(),
+            datasets,
             codecs: raw.codecs.into_iter().map(Spanned::into_inner).collect(),
             peers: raw.peers.into_iter().map(Spanned::into_inner).collect(),
             granularity: raw.granularity,
@@ -413,7 +470,9 @@ impl Experiment {
             outputs: raw.outputs,
             published: raw.published,
             layout,
-            fidelity: raw.fidelity.map(Spanned::into_inner),
+            fidelity,
+            notes: raw.notes,
+            published_tables: raw.published_tables,
             base_dir: base_dir.to_path_buf(),
             source: None,
         })
@@ -552,7 +611,7 @@ mod tests {
             Path::new(""),
         )
         .unwrap();
-        assert_eq!(e.fidelity, Some(FidelitySpec { lossless: true, texts: None }));
+        assert_eq!(e.fidelity, Some(FidelitySpec { lossless: true, texts: None, codecs: Vec::new() }));
         let err = Experiment::parse(&format!("{base}[fidelity]\n"), "t", Path::new("")).unwrap_err();
         assert!(err.to_string().contains("whole-file cells"), "{err}");
         let err =
@@ -560,6 +619,24 @@ mod tests {
                 .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
         assert_eq!(Experiment::parse(base, "t", Path::new("")).unwrap().fidelity, None);
+    }
+
+    #[test]
+    fn entry_and_fidelity_codecs_are_measured_codecs() {
+        let ok = "name = \"x\"\ngranularity = \"both\"\ncodecs = [\"exp\", \"zstd:level=3\"]\n\
+                  datasets = [{ path = \"a.safetensors\", codecs = [\"zstd:level=3\"], fidelity = false }, { path = \"b.safetensors\" }]\n\
+                  [fidelity]\ncodecs = [\"exp\"]\n";
+        let e = Experiment::parse(ok, "t", Path::new("")).unwrap();
+        assert_eq!(e.datasets[0].codecs, Some(vec!["zstd:level=3".to_string()]));
+        assert!(!e.datasets[0].fidelity && e.datasets[1].fidelity && e.datasets[1].codecs.is_none());
+        // canonical form, as the rows' codec column
+        assert_eq!(e.fidelity.unwrap().codecs, vec![crate::codec::build("exp").unwrap().spec()]);
+        let bad = ok.replace("codecs = [\"zstd:level=3\"], fidelity", "codecs = [\"lz4\"], fidelity");
+        let err = Experiment::parse(&bad, "t", Path::new("")).unwrap_err();
+        assert!(err.to_string().contains("not among"), "{err}");
+        let bad = ok.replace("[fidelity]\ncodecs = [\"exp\"]", "[fidelity]\ncodecs = [\"zstd:level=1\"]");
+        let err = Experiment::parse(&bad, "t", Path::new("")).unwrap_err();
+        assert!(err.to_string().contains("fidelity") && err.to_string().contains("not among"), "{err}");
     }
 
     #[test]

@@ -444,6 +444,87 @@ fn fidelity_section(rows: &[ResultRow]) -> String {
     s
 }
 
+/// `[outputs] per_tensor`: the lossless tensor cells per dataset and tensor
+/// class, and one row per tensor with every lossless codec's ratio beside
+/// the tensor's order-0 floor.
+fn per_tensor_section(df: &DataFrame, rows: &[ResultRow]) -> Result<String> {
+    let cells: Vec<&ResultRow> =
+        rows.iter().filter(|r| r.tensor != "*" && r.available && r.lossless && r.compressed_bytes.is_some()).collect();
+    if cells.is_empty() {
+        return Ok(String::new());
+    }
+    let mut s = String::new();
+    let g = grouped(
+        df,
+        col("tensor").neq(lit("*")).and(col("lossless")),
+        &["dataset", "variant", "tensor_class", "codec"],
+    )?;
+    let cols = [
+        Cell::Key("dataset"),
+        Cell::Key("variant"),
+        Cell::Key("tensor_class"),
+        Cell::Key("codec"),
+        Cell::Cells,
+        Cell::Original,
+        Cell::Ratio,
+        Cell::Floor,
+        Cell::VsFloor,
+        Cell::DecompressMbps,
+    ];
+    let _ = writeln!(s, "## Per dataset and tensor class (lossless tensor cells)\n");
+    s += &table(&g, &cols, None);
+    let mut codecs: Vec<&str> = Vec::new();
+    let mut keys: Vec<(&str, &str, &str)> = Vec::new();
+    // (dataset, variant, tensor) -> its first cell and its cell per codec
+    type ByTensor<'a> =
+        std::collections::HashMap<(&'a str, &'a str, &'a str), (&'a ResultRow, Vec<Option<&'a ResultRow>>)>;
+    let mut at: ByTensor = std::collections::HashMap::new();
+    for r in &cells {
+        if !codecs.contains(&r.codec.as_str()) {
+            codecs.push(&r.codec);
+        }
+    }
+    for r in &cells {
+        let k = (r.dataset.as_str(), r.variant.as_str(), r.tensor.as_str());
+        let e = at.entry(k).or_insert_with(|| {
+            keys.push(k);
+            (*r, vec![None; codecs.len()])
+        });
+        let ci = codecs.iter().position(|c| *c == r.codec).expect("listed");
+        e.1[ci] = Some(*r);
+    }
+    let _ = writeln!(
+        s,
+        "\n## Per tensor (lossless tensor cells)\n\nRatio = compressed / original of each tensor; ✗ marks a cell that did not verify.\n"
+    );
+    let head: Vec<String> = codecs.iter().map(|c| format!("`{c}`")).collect();
+    let _ = writeln!(s, "| dataset | tensor | dtype | elements | order-0 floor | {} |", head.join(" | "));
+    let _ = writeln!(s, "|---|---|---|---:|---:|{}|", vec!["---:"; codecs.len()].join("|"));
+    for k in &keys {
+        let (first, by) = &at[k];
+        let ratios: Vec<String> = by
+            .iter()
+            .map(|r| match r {
+                None => DASH.to_string(),
+                Some(r) => format!("{}{}", f_pct(r.ratio), if r.verified { "" } else { " ✗" }),
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {}:{} | `{}` | {} | {} | {} | {} |",
+            k.0,
+            k.1,
+            k.2,
+            first.dtype,
+            first.numel,
+            f_pct(first.floor_ratio),
+            ratios.join(" | ")
+        );
+    }
+    s += "\n";
+    Ok(s)
+}
+
 pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart]) -> Result<String> {
     let df = rows_to_frame(rows)?;
     let mut s = String::new();
@@ -583,6 +664,10 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
         );
     }
 
+    if meta.per_tensor {
+        s += &per_tensor_section(&df, rows)?;
+    }
+
     s += &fidelity_section(rows);
 
     for a in &meta.analyses {
@@ -629,6 +714,10 @@ pub fn summary_markdown(rows: &[ResultRow], meta: &ReportMeta, charts: &[Chart])
         }
     }
 
+    if !meta.notes.trim().is_empty() {
+        let _ = writeln!(s, "## Notes\n\n{}\n", meta.notes.trim());
+    }
+
     if !charts.is_empty() {
         let _ = writeln!(s, "## Charts\n");
         for c in charts {
@@ -661,6 +750,43 @@ mod tests {
             ppl_delta_pct: dppl,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn per_tensor_tables_pivot_the_lossless_codecs() {
+        let cell = |tensor: &str, class: &str, codec: &str, bytes: u64, lossless: bool| ResultRow {
+            dataset: "m".into(),
+            variant: "kv".into(),
+            tensor: tensor.into(),
+            tensor_class: class.into(),
+            dtype: "BF16".into(),
+            numel: 500,
+            codec: codec.into(),
+            lossless,
+            available: true,
+            verified: codec != "bad",
+            original_bytes: 1000,
+            compressed_bytes: Some(bytes),
+            ratio: Some(bytes as f64 / 1000.0),
+            floor_bytes: Some(600.0),
+            floor_ratio: Some(0.6),
+            ..Default::default()
+        };
+        let rows = vec![
+            cell("layers.0.k", "kv-key", "exp", 650, true),
+            cell("layers.0.k", "kv-key", "zstd", 800, true),
+            cell("layers.0.v", "kv-value", "exp", 700, true),
+            cell("layers.0.v", "kv-value", "bad", 900, true),
+            cell("layers.0.v", "kv-value", "sz", 100, false),
+        ];
+        let df = rows_to_frame(&rows).unwrap();
+        let s = per_tensor_section(&df, &rows).unwrap();
+        assert!(s.contains("| dataset | tensor | dtype | elements | order-0 floor | `exp` | `zstd` | `bad` |"), "{s}");
+        assert!(s.contains("| m:kv | `layers.0.k` | BF16 | 500 | 60.00 % | 65.00 % | 80.00 % | – |"), "{s}");
+        assert!(s.contains("| m:kv | `layers.0.v` | BF16 | 500 | 60.00 % | 70.00 % | – | 90.00 % ✗ |"), "{s}");
+        assert!(s.contains("| m | kv | kv-key | exp |"), "{s}");
+        assert!(!s.contains("`sz`"), "lossy cells are not in the tables: {s}");
+        assert!(per_tensor_section(&df, &rows[4..]).unwrap().is_empty());
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub struct ReportMeta {
     /// The experiment's grouped table (`[layout]`, `[[groups]]`).
     #[serde(default)]
     pub layout: Layout,
+    /// The experiment's `notes`: a Notes section.
+    #[serde(default)]
+    pub notes: String,
+    /// `[outputs] per_tensor`: the per-tensor and per-tensor-class tables.
+    #[serde(default)]
+    pub per_tensor: bool,
 }
 
 /// The part of a file's analysis a report draws: the per-dtype totals.
@@ -168,6 +174,9 @@ pub fn rerender_with(dir: &std::path::Path, exp: Option<&crate::experiment::Expe
             let meta = ReportMeta {
                 description: exp.description.clone(),
                 layout: exp.layout.clone(),
+                notes: exp.notes.clone(),
+                per_tensor: exp.outputs.per_tensor,
+                published: exp.published_tables.clone(),
                 published_by_codec: exp.published.codecs.clone(),
                 published_label: exp.published.label.clone(),
                 ..meta
