@@ -481,6 +481,15 @@ mod tests {
             let enc = encode_all(&*c, &info, &data).unwrap();
             assert_eq!(decode_all(&*c, &info, &enc, data.len()).unwrap(), data);
         }
+        // the variants as spec heads (weightlab eval DATASET:VARIANT --codec C)
+        for (v, head) in
+            [("mxfp4", "mxfp4"), ("nvfp4", "nvfp4"), ("fp8-e4m3", "fp8:format=e4m3"), ("fp8-e5m2", "fp8:format=e5m2")]
+        {
+            assert_eq!(variant_stage(v), Some(head));
+            assert!(build(&format!("{head}>exp")).unwrap().spec().starts_with(head));
+        }
+        assert_eq!(variant_stage("bf16"), None);
+        assert_eq!(variant_stage("original"), None);
         assert!(build("fp8:format=e3m4").is_err());
         assert!(build("nvfp4:gscale=-1").is_err());
         assert!(build("mxfp4:select=some").is_err());
