@@ -764,6 +764,118 @@ mod tests {
         assert_eq!(unpack(&pack(&[15, 0, 7], 4), 4, 3), vec![15, 0, 7]);
     }
 
+    fn tiny_llama() -> (Llama, Vec<Vec<u32>>) {
+        use candle_core::DType as C;
+        let cfg = lm::LmConfig {
+            hidden_size: 128,
+            intermediate_size: 96,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            vocab_size: 23,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: 512,
+            tie_word_embeddings: true,
+        };
+        let mut rng = crate::tensor::synth::Rng::new(11);
+        let mut w = std::collections::HashMap::new();
+        let mut mk = |name: String, shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| (rng.normal() * 0.2) as f32).collect();
+            w.insert(name, Tensor::from_vec(v, shape, &Device::Cpu).unwrap());
+        };
+        let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+        mk("model.embed_tokens.weight".into(), &[cfg.vocab_size, h]);
+        mk("model.norm.weight".into(), &[h]);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}.");
+            mk(format!("{p}input_layernorm.weight"), &[h]);
+            mk(format!("{p}post_attention_layernorm.weight"), &[h]);
+            mk(format!("{p}self_attn.q_proj.weight"), &[cfg.num_attention_heads * hd, h]);
+            mk(format!("{p}self_attn.k_proj.weight"), &[cfg.num_key_value_heads * hd, h]);
+            mk(format!("{p}self_attn.v_proj.weight"), &[cfg.num_key_value_heads * hd, h]);
+            mk(format!("{p}self_attn.o_proj.weight"), &[h, cfg.num_attention_heads * hd]);
+            mk(format!("{p}mlp.gate_proj.weight"), &[i, h]);
+            mk(format!("{p}mlp.up_proj.weight"), &[i, h]);
+            mk(format!("{p}mlp.down_proj.weight"), &[h, i]);
+        }
+        let vb = candle_nn::VarBuilder::from_tensors(w, C::F32, &Device::Cpu);
+        let m = Llama::load(&vb, &cfg, 512).unwrap();
+        let ids = |n: usize, s: u32| (0..n as u32).map(|j| (j * 7 + s) % 23).collect::<Vec<u32>>();
+        (m, vec![ids(300, 1), ids(140, 5)])
+    }
+
+    #[test]
+    fn the_decoded_cache_replaces_the_model_own() {
+        let (m, windows) = tiny_llama();
+        let (cache, reference) = capture(&m, &windows).unwrap();
+        assert_eq!((cache.heads, cache.head_dim, cache.windows.clone()), (1, 64, vec![300, 140]));
+        // the reference run is reproducible, and the lossless files give it back bit for bit
+        let (again, logits) = capture(&m, &windows).unwrap();
+        assert_eq!(again, cache);
+        assert_eq!(logits, reference);
+        for v in VARIANTS {
+            let (_, back) = decode(&to_safetensors(&cache, v, "x").unwrap()).unwrap();
+            let s = compare(&m, &windows, &reference, &back).unwrap();
+            assert_eq!(s.n, 299 + 139);
+            let lossless = matches!(v, KvVariant::Bf16 { .. });
+            if lossless {
+                assert_eq!(s.nll.to_bits(), s.nll_original.to_bits(), "{}", v.name());
+                assert_eq!((s.kl, s.top1_agree), (0.0, s.n), "{}", v.name());
+            } else {
+                assert!(s.kl > 0.0 && s.nll != s.nll_original, "{} should change the predictions", v.name());
+            }
+        }
+        // a cache of other windows is refused
+        let short = KvCache { windows: vec![300], ..cache.clone() };
+        assert!(compare(&m, &windows, &reference, &short).is_err());
+        // an edit of one cached key changes the predictions after it only
+        let mut edited = cache.clone();
+        edited.layers[1].0[(200) * 64 + 3] += 4.0; // layer 1, head 0, token 200 (window 0), channel 3
+        let lg = |c: &KvCache| -> Vec<f32> {
+            let mut hook = |l: usize, _k: Tensor, _v: Tensor| c.window(l, 0);
+            m.forward_with(&windows[0], &mut hook).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let (a, b) = (lg(&cache), lg(&edited));
+        assert_eq!(a, reference[0]);
+        assert_eq!(a[..200 * 23], b[..200 * 23]);
+        assert_ne!(a[200 * 23..201 * 23], b[200 * 23..201 * 23]);
+    }
+
+    /// The real model (fetched once into the cache the other real-model tests
+    /// use; `SKIPPED` when it cannot be fetched here): the BF16 cache through a
+    /// lossless codec gives the reference perplexity exactly.
+    #[test]
+    fn smollm2_lossless_cache_gives_the_reference_perplexity() {
+        let cache = std::env::var_os("WEIGHTLAB_CACHE")
+            .filter(|c| !c.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp/weightlab-cache"));
+        let opts = FetchOptions { cache_dir: Some(cache), hub: false, ..FetchOptions::default() };
+        let ev = match super::super::Evaluator::new(gguf::DATASET, "kv-bf16", None, &opts) {
+            Ok(e) => e,
+            Err(e) if e.kind() == crate::ErrorKind::Network => {
+                eprintln!("SKIPPED: {} could not be fetched here ({})", gguf::DATASET, e.message());
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert!(ev.derived);
+        let r = ev.evaluate("zstd:level=3", 0).unwrap();
+        assert!(r.lossless && r.identical_weights);
+        assert_eq!(r.metrics.n_inputs, WINDOWS * (lm::WINDOW - 1));
+        assert_eq!(r.metrics.ppl, r.metrics.ppl_original);
+        assert_eq!((r.metrics.ppl_delta_pct, r.metrics.kl_mean), (Some(0.0), Some(0.0)));
+        assert_eq!(r.metrics.top1_agreement, Some(1.0));
+        // the FP8 cache is not the BF16 one: a cost, measured against the same reference
+        let (path, _) = ensure("kv-fp8-tensor", &opts).unwrap();
+        let (_, fp8) = decode(crate::io::Mapped::open(&path).unwrap().bytes()).unwrap();
+        let rf = reference(&opts).unwrap();
+        let s = compare(&rf.model, &rf.windows, &rf.logits, &fp8).unwrap();
+        assert!(s.kl > 0.0 && s.top1_agree < s.n);
+    }
+
     #[test]
     fn decode_rejects_a_wrong_shape() {
         let c = synthetic(vec![64]);
