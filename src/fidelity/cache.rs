@@ -16,7 +16,9 @@
 //!   next-token distributions coarse-grained to those K tokens plus one
 //!   bucket for the rest of the vocabulary: by the log-sum inequality a lower
 //!   bound of the full KL, equal to it when the decoded model keeps the
-//!   original's tail proportions, and exactly 0 for identical logits.
+//!   original's tail proportions, and exactly 0 for identical logits. On
+//!   SmolLM2 with `round:bits=2` (a large change: 0.24 nats over the whole
+//!   vocabulary) it gave 0.217 against 0.242; perplexity and top-1 are exact.
 //!
 //! A file that does not parse, has the wrong key or the wrong length is
 //! computed again and replaced; files are written atomically.
