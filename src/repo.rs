@@ -273,34 +273,39 @@ pub fn compress_dir_slice(
     };
     let mut report = RepoReport::default();
     let mut entries = Vec::with_capacity(mine.len());
-    for &k in &mine {
-        let rel = &files[k];
-        let src = input.join(rel);
-        let name = slash(rel);
-        let is_st = rel.extension().is_some_and(|e| e == "safetensors");
-        let entry = if is_st {
-            let stored_rel = format!("{name}{SUFFIX}");
-            let dst = output.join(&stored_rel);
-            let index = container::compress_file_opts(&src, &dst, opts, wopts)?;
-            report.archives += 1;
-            report.stored_bytes += std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
-            RepoFile {
-                path: name,
-                size: index.source.size,
-                sha256: index.source.sha256,
-                stored: Stored::Archive,
-                stored_path: stored_rel,
-            }
-        } else {
-            let dst = output.join(rel);
-            let (sha256, size) = copy_hashed(&src, &dst, wopts)?;
-            report.stored_bytes += size;
-            RepoFile { path: name.clone(), size, sha256, stored: Stored::Copy, stored_path: name }
-        };
-        report.files += 1;
-        report.bytes += entry.size;
-        entries.push(entry);
-    }
+    let total: u64 = mine.iter().map(|&k| sizes[k]).sum();
+    crate::progress::job(total, "compress", opts.progress, || -> Result<()> {
+        for &k in &mine {
+            let rel = &files[k];
+            let src = input.join(rel);
+            let name = slash(rel);
+            let is_st = rel.extension().is_some_and(|e| e == "safetensors");
+            let entry = if is_st {
+                let stored_rel = format!("{name}{SUFFIX}");
+                let dst = output.join(&stored_rel);
+                let index = container::compress_file_opts(&src, &dst, opts, wopts)?;
+                report.archives += 1;
+                report.stored_bytes += std::fs::metadata(&dst).map(|m| m.len()).unwrap_or(0);
+                RepoFile {
+                    path: name,
+                    size: index.source.size,
+                    sha256: index.source.sha256,
+                    stored: Stored::Archive,
+                    stored_path: stored_rel,
+                }
+            } else {
+                let dst = output.join(rel);
+                let (sha256, size) = copy_hashed(&src, &dst, wopts)?;
+                crate::progress::job_inc(size);
+                report.stored_bytes += size;
+                RepoFile { path: name.clone(), size, sha256, stored: Stored::Copy, stored_path: name }
+            };
+            report.files += 1;
+            report.bytes += entry.size;
+            entries.push(entry);
+        }
+        Ok(())
+    })?;
     let slice = slice.map(|(index, count)| {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
@@ -419,36 +424,40 @@ pub fn decompress_dir(
     check_dirs(input, output)?;
     let m = RepoManifest::load(input)?;
     let mut report = RepoReport::default();
-    for f in &m.files {
-        let src = input.join(safe_relative(&f.stored_path)?);
-        let dst = output.join(safe_relative(&f.path)?);
-        match f.stored {
-            Stored::Archive => {
-                let r = container::decompress_file_opts(&src, &dst, opts, wopts)?;
-                report.archives += 1;
-                report.stored_bytes += std::fs::metadata(&src).map(|m| m.len()).unwrap_or(0);
-                if r.bytes != f.size {
-                    return Err(Error::corrupt(format!(
-                        "{}: decoded to {} bytes where the manifest says {}",
-                        f.path, r.bytes, f.size
-                    )));
+    crate::progress::job(m.total_size(), "decompress", opts.progress, || -> Result<()> {
+        for f in &m.files {
+            let src = input.join(safe_relative(&f.stored_path)?);
+            let dst = output.join(safe_relative(&f.path)?);
+            match f.stored {
+                Stored::Archive => {
+                    let r = container::decompress_file_opts(&src, &dst, opts, wopts)?;
+                    report.archives += 1;
+                    report.stored_bytes += std::fs::metadata(&src).map(|m| m.len()).unwrap_or(0);
+                    if r.bytes != f.size {
+                        return Err(Error::corrupt(format!(
+                            "{}: decoded to {} bytes where the manifest says {}",
+                            f.path, r.bytes, f.size
+                        )));
+                    }
+                }
+                Stored::Copy => {
+                    let (sha, size) = copy_hashed(&src, &dst, wopts)?;
+                    crate::progress::job_inc(size);
+                    report.stored_bytes += size;
+                    if sha != f.sha256 || size != f.size {
+                        let _ = std::fs::remove_file(&dst);
+                        return Err(Error::hash_mismatch(format!(
+                            "{}: the stored copy has sha256 {sha} ({size} bytes) where the manifest says {} ({} bytes)",
+                            f.stored_path, f.sha256, f.size
+                        )));
+                    }
                 }
             }
-            Stored::Copy => {
-                let (sha, size) = copy_hashed(&src, &dst, wopts)?;
-                report.stored_bytes += size;
-                if sha != f.sha256 || size != f.size {
-                    let _ = std::fs::remove_file(&dst);
-                    return Err(Error::hash_mismatch(format!(
-                        "{}: the stored copy has sha256 {sha} ({size} bytes) where the manifest says {} ({} bytes)",
-                        f.stored_path, f.sha256, f.size
-                    )));
-                }
-            }
+            report.files += 1;
+            report.bytes += f.size;
         }
-        report.files += 1;
-        report.bytes += f.size;
-    }
+        Ok(())
+    })?;
     Ok(report)
 }
 

@@ -258,7 +258,7 @@ impl<'a> Archive<'a> {
             Ok(())
         })?;
         output.flush()?;
-        bar.finish_and_clear();
+        crate::progress::finish(&bar);
         let sha256 = w.file_hash.map(|h| hex(&h.finalize()));
         if let Some(sha) = &sha256
             && *sha != self.index.output_sha256
