@@ -339,7 +339,7 @@ fn compress_body<'s, W: Write + Send + 's>(
         w.write_all(&json).map_err(io_err)?;
         w.write_all(&trailer.to_bytes()).map_err(io_err)?;
         w.flush().map_err(io_err)?;
-        crate::progress::finish(&bar);
+        crate::progress::finish(bar);
         Ok(index)
     })
 }

@@ -488,8 +488,15 @@ fn measure_file(
     reps: u32,
     warmup: bool,
 ) -> Result<Measure> {
-    let opts =
-        CompressOptions { codec: spec.to_string(), chunk_size, threads: 0, dedup: true, check: false, tensor_sha256: false, progress: false };
+    let opts = CompressOptions {
+        codec: spec.to_string(),
+        chunk_size,
+        threads: 0,
+        dedup: true,
+        check: false,
+        tensor_sha256: false,
+        progress: false,
+    };
     let mut m = Measure::default();
     let archive: Vec<u8> = Vec::new();
     let out: Vec<u8> = Vec::with_capacity(bytes.len());
