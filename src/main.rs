@@ -156,7 +156,8 @@ enum Cmd {
         /// Dataset names (`weightlab datasets` lists them) or manifest paths; `all` for every one.
         #[arg(required = true)]
         names: Vec<String>,
-        /// Derived variants to make as well: bf16, f16, fp8-e4m3, or `all` (repeatable).
+        /// Derived variants to make as well: bf16, f16, fp8-e4m3, fp8-e5m2, mxfp4, nvfp4 (those the
+        /// manifest declares), or `all` (repeatable); DATASET/VARIANT/ is then a whole model directory.
         #[arg(long = "variant")]
         variants: Vec<String>,
         /// Cache root (default: $WEIGHTLAB_CACHE, else ~/.cache/weightlab).
