@@ -467,55 +467,44 @@ fn fetch_one(name: &str, variants: &[String], opts: &weightlab::datasets::FetchO
         let t0 = Instant::now();
         let weights =
             m.files.iter().any(|f| matches!(f.format, datasets::FileFormat::Safetensors | datasets::FileFormat::Ct2));
-        if weights {
+        let (fetched, resolved) = if weights {
             let mut all = vec!["original".to_string()];
             all.extend(wanted);
             let resolved = datasets::resolve(name, &all, opts).with_context(|| format!("dataset {name}"))?;
             // The rest of the repository (config, tokenizer, ...), and each
             // variant made a whole repository beside its weights.
-            for f in datasets::fetch_others(name, &all, opts).with_context(|| format!("dataset {name}"))? {
-                outln!(
-                    "{}\t{}\tfetched ({:?})\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
-                    f.dataset,
-                    f.file,
-                    f.format,
-                    f.size,
-                    f.sha256,
-                    f.source,
-                    f.seconds,
-                    f.path.display()
-                );
-            }
-            for r in resolved {
-                outln!(
-                    "{}\t{}\t{}\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
-                    r.dataset,
-                    r.variant,
-                    if r.derived { "derived" } else { "original" },
-                    r.size,
-                    r.sha256,
-                    r.source,
-                    r.seconds,
-                    r.path.display()
-                );
-            }
+            (datasets::fetch_others(name, &all, opts).with_context(|| format!("dataset {name}"))?, resolved)
         } else {
             if !wanted.is_empty() {
                 anyhow::bail!("dataset {name} has no weight file that can be imported; variants cannot be derived");
             }
-            for f in datasets::fetch(name, opts).with_context(|| format!("dataset {name}"))? {
-                outln!(
-                    "{}\t{}\tfetched ({:?})\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
-                    f.dataset,
-                    f.file,
-                    f.format,
-                    f.size,
-                    f.sha256,
-                    f.source,
-                    f.seconds,
-                    f.path.display()
-                );
-            }
+            (datasets::fetch(name, opts).with_context(|| format!("dataset {name}"))?, Vec::new())
+        };
+        for f in fetched {
+            outln!(
+                "{}\t{}\tfetched ({:?})\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
+                f.dataset,
+                f.file,
+                f.format,
+                f.size,
+                f.sha256,
+                f.source,
+                f.seconds,
+                f.path.display()
+            );
+        }
+        for r in resolved {
+            outln!(
+                "{}\t{}\t{}\t{} bytes\tsha256 {}\t{}\t{:.2} s\t{}",
+                r.dataset,
+                r.variant,
+                if r.derived { "derived" } else { "original" },
+                r.size,
+                r.sha256,
+                r.source,
+                r.seconds,
+                r.path.display()
+            );
         }
         for z in datasets::drop_joins(name, opts)? {
             if opts.verbose {

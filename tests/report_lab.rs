@@ -337,6 +337,12 @@ codecs = ["planes>zstd:level=3", "zstd:level=3", "xz:level=9"]
 [published]
 label = "theirs (test)"
 codecs = { "zstd:level=3" = "ratio 77 % (made-up test value)" }
+# the experiment is where a re-render takes the reference tables from
+[[published_tables]]
+title = "A reference"
+source = "test"
+header = ["codec", "ratio"]
+rows = [["x", "1"]]
 [layout]
 title = "Grouped"
 [[groups]]

@@ -166,8 +166,8 @@ pub struct TensorRecord {
     pub size: u64,
     /// sha256 of the bytes decoding gives (the original bytes when lossless);
     /// "" when the writer did not record it (the default for lossless
-    /// tensors since 0.1: every chunk's xxh3 of its decoded bytes and the
-    /// file's sha256 check them instead).
+    /// tensors; archives written before 2026-12-02 record every one): every
+    /// chunk's xxh3 of its decoded bytes and the file's sha256 check them.
     pub sha256: String,
     /// sha256 of the original bytes (differs from `sha256` only when lossy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
