@@ -37,7 +37,7 @@
 //! 1.0 for MXFP4), `u64 n_exceptions`, and the blocks: codes, block scales
 //! (FP4 only), exceptions.
 
-use super::lossy::{Fk, get_next, lossless_next, put_next};
+use super::lossy::{Fk, MODE_KEPT, MODE_QUANT, Mode, get_next, lossless_next, put_next, read_mode};
 use super::{ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind, chain_spec};
 use crate::datasets::derive::{e4m3fn_to_f32, f32_to_e4m3fn_sat};
 use crate::datasets::lowprec::{self as lp, MX_BLOCK, NV_BLOCK};
@@ -176,9 +176,6 @@ fn fp4_build(format: Format, p: &mut Params, next: Option<Box<dyn Codec>>) -> Re
     Ok(Box::new(LowPrec { format, select_all, scale, next: next_or_exp(next)? }))
 }
 
-const MODE_KEPT: u8 = 0;
-const MODE_QUANT: u8 = 1;
-
 impl LowPrec {
     fn what(&self) -> &'static str {
         match self.format {
@@ -277,19 +274,14 @@ impl Codec for LowPrec {
     fn decode(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()> {
         let what = self.what();
         let mut r = Reader::new(input, what);
-        let mode = r.u8()?;
-        if mode == MODE_KEPT {
-            self.next.decode(info, r.block()?, out)?;
-            return r.finish();
-        }
-        let Some(fk) = Fk::of(info.dtype).filter(|_| mode == MODE_QUANT) else {
-            return Err(Error::corrupt(format!("{what}: mode {mode} for a {} tensor", info.dtype)));
+        let (fk, n) = match read_mode(&mut r, what, info.dtype, out.len())? {
+            Mode::Kept => {
+                self.next.decode(info, r.block()?, out)?;
+                return r.finish();
+            }
+            Mode::Quant { fk, n } => (fk, n),
         };
         let w = fk.size();
-        if !out.len().is_multiple_of(w) {
-            return Err(Error::corrupt(format!("{what}: {} bytes is not whole {} elements", out.len(), info.dtype)));
-        }
-        let n = out.len() / w;
         let format = r.u8()?;
         if format != self.format.id() {
             return Err(Error::corrupt(format!(

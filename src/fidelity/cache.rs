@@ -23,7 +23,7 @@
 //! A file that does not parse, has the wrong key or the wrong length is
 //! computed again and replaced; files are written atomically.
 
-use super::lm::LmSums;
+use super::lm::{LmSums, argmax, log_softmax};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -127,23 +127,6 @@ pub struct Position {
     pub ids: Vec<u32>,
     /// Their log-probabilities.
     pub logp: Vec<f64>,
-}
-
-pub(crate) fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let lse = max + sum.ln();
-    row.iter().map(|&x| x as f64 - lse).collect()
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// The summary of one window's logits, `(t, vocab)` row-major: position `i`

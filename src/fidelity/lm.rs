@@ -229,14 +229,14 @@ impl LmSums {
     }
 }
 
-fn log_softmax(row: &[f32]) -> Vec<f64> {
+pub(crate) fn log_softmax(row: &[f32]) -> Vec<f64> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
     let lse = max + sum.ln();
     row.iter().map(|&x| x as f64 - lse).collect()
 }
 
-fn argmax(row: &[f32]) -> usize {
+pub(crate) fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in row.iter().enumerate() {
         if x > row[best] {

@@ -30,6 +30,36 @@ pub use quant::{INT4, INT8};
 pub use round::ROUND;
 pub use sz::SZ;
 
+/// The first byte of a stream of the stages that quantize some tensors and
+/// pass the others on whole (`int8`/`int4`, the low-precision formats).
+pub(crate) const MODE_KEPT: u8 = 0;
+pub(crate) const MODE_QUANT: u8 = 1;
+
+/// What [`read_mode`] found.
+pub(crate) enum Mode {
+    /// Passed on whole to the next stage: its block follows.
+    Kept,
+    /// Quantized: `n` elements of this float kind.
+    Quant { fk: Fk, n: usize },
+}
+
+/// Read the mode byte of such a stream for `len` bytes of `dtype`,
+/// refusing a quantized stream for a dtype that is not a float or a length
+/// that is not whole elements.
+pub(crate) fn read_mode(r: &mut super::Reader<'_>, what: &str, dtype: DType, len: usize) -> Result<Mode> {
+    let mode = r.u8()?;
+    if mode == MODE_KEPT {
+        return Ok(Mode::Kept);
+    }
+    let Some(fk) = Fk::of(dtype).filter(|_| mode == MODE_QUANT) else {
+        return Err(Error::corrupt(format!("{what}: mode {mode} for a {dtype} tensor")));
+    };
+    if !len.is_multiple_of(fk.size()) {
+        return Err(Error::corrupt(format!("{what}: {len} bytes is not whole {dtype} elements")));
+    }
+    Ok(Mode::Quant { fk, n: len / fk.size() })
+}
+
 /// The float dtypes the lossy codecs quantize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fk {

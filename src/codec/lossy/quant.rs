@@ -25,7 +25,7 @@
 //! codes, exceptions (u32 LE index + the element's bytes).
 
 use super::super::{ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind, chain_spec};
-use super::{Fk, default_next, get_next, put_next};
+use super::{Fk, MODE_KEPT, MODE_QUANT, Mode, default_next, get_next, put_next, read_mode};
 use crate::error::{Error, Result};
 use half::f16;
 
@@ -57,8 +57,6 @@ pub const INT4: StageDef = StageDef {
     build: |p: &mut Params, next| BlockQuant::build(4, p, next),
 };
 
-const MODE_KEPT: u8 = 0;
-const MODE_QUANT: u8 = 1;
 const SCALE_F16: u8 = 0;
 const SCALE_DTYPE: u8 = 1;
 
@@ -217,19 +215,14 @@ impl Codec for BlockQuant {
         let sub = info.as_bytes();
         let what = if self.bits == 8 { "int8" } else { "int4" };
         let mut r = Reader::new(input, what);
-        let mode = r.u8()?;
-        if mode == MODE_KEPT {
-            self.next.decode(&sub, r.block()?, out)?;
-            return r.finish();
-        }
-        let Some(fk) = Fk::of(info.dtype).filter(|_| mode == MODE_QUANT) else {
-            return Err(Error::corrupt(format!("{what}: mode {mode} for a {} tensor", info.dtype)));
+        let (fk, n) = match read_mode(&mut r, what, info.dtype, out.len())? {
+            Mode::Kept => {
+                self.next.decode(&sub, r.block()?, out)?;
+                return r.finish();
+            }
+            Mode::Quant { fk, n } => (fk, n),
         };
         let w = fk.size();
-        if !out.len().is_multiple_of(w) {
-            return Err(Error::corrupt(format!("{what}: {} bytes is not whole {} elements", out.len(), info.dtype)));
-        }
-        let n = out.len() / w;
         let kind = r.u8()?;
         if kind != SCALE_F16 && kind != SCALE_DTYPE {
             return Err(Error::corrupt(format!("{what}: unknown scale type {kind}")));
