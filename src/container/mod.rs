@@ -16,6 +16,13 @@ pub use write::{
     compress_to_file,
 };
 
+/// Whether [`pipelined`], called now, runs its sink on a thread of its own
+/// (a one-thread pool): callers move work to the sink then (checksums,
+/// writes), since it has a core to itself.
+pub(crate) fn sink_has_own_thread() -> bool {
+    rayon::current_num_threads() == 1
+}
+
 /// Run `work` on every job and hand the results to `sink` in job order,
 /// on as many threads as the current rayon pool has (the caller's thread
 /// among them). Each thread takes the next job, and a thread that finds the
@@ -117,7 +124,7 @@ pub(crate) fn pipelined<J: Sync, T: Send>(
         }
     };
     std::thread::scope(|s| {
-        if threads == 1 && jobs.len() > 1 {
+        if sink_has_own_thread() && jobs.len() > 1 {
             s.spawn(|| worker((false, true)));
             worker((true, false));
         } else {

@@ -217,7 +217,7 @@ impl<'a> Archive<'a> {
         let at = |t: usize, off: u64| data_start + self.index.tensors[t].data_offset + off;
         // With one decoding thread the sink has a thread of its own
         // ([`super::pipelined`]): the writes go there, beside the decoding.
-        let write_in_sink = rayon::current_num_threads() == 1;
+        let write_in_sink = super::sink_has_own_thread();
         let decode = |&(t, c, off): &ChunkJob| -> Result<Vec<u8>> {
             let src = self.storage_of(t);
             let codec = codecs[src].as_deref().expect("a codec per stored tensor");

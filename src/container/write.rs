@@ -255,7 +255,7 @@ fn compress_body<'s, W: Write + Send + 's>(
     // With one codec thread the sink has a core of its own beside it
     // (`pipelined`), so the checksums go there; with more, they stay with
     // the codec work, off the sequential end.
-    let sums_in_sink = rayon::current_num_threads() == 1;
+    let sums_in_sink = super::sink_has_own_thread();
     let sums = |d: &Done, j: &Job| (xxh3_64(&d.encoded), xxh3_64(d.decoded.as_deref().unwrap_or(j.data)));
     let encode = |j: &Job| -> Result<(Done, Option<(u64, u64)>)> {
         let d = encode_job(codec_of(j.tensor), j, opts.check)
