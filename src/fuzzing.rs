@@ -333,7 +333,7 @@ pub fn archive_index(data: &[u8]) {
 
 /// The JSON-aware index mutations of [`archive_index`].
 pub mod index_mutator {
-    use crate::container::format::{HEADER_LEN, TRAILER_LEN, Trailer};
+    use crate::container::format::{HEADER_LEN, TRAILER_LEN, Trailer, unpack_meta};
     use serde_json::Value;
     use xxhash_rust::xxh3::xxh3_64;
 
@@ -589,7 +589,12 @@ pub mod index_mutator {
         if start > end {
             return None;
         }
-        let mut index: Value = serde_json::from_slice(&base[start..end]).ok()?;
+        // a stored (zstd) index is mutated as JSON and written back as JSON
+        let json = match trailer.index_json_len {
+            0 => base[start..end].to_vec(),
+            n => unpack_meta(&base[start..end], n, "index").ok()?,
+        };
+        let mut index: Value = serde_json::from_slice(&json).ok()?;
         let mut bytes = base[..start].to_vec();
         let mut ops = Ops(program);
         for _ in 0..64 {
@@ -602,7 +607,12 @@ pub mod index_mutator {
             }
         }
         let json = serde_json::to_vec(&index).ok()?;
-        let t = Trailer { index_offset: start as u64, index_len: json.len() as u64, index_xxh3: xxh3_64(&json) };
+        let t = Trailer {
+            index_offset: start as u64,
+            index_len: json.len() as u64,
+            index_xxh3: xxh3_64(&json),
+            index_json_len: 0,
+        };
         bytes.extend_from_slice(&json);
         bytes.extend_from_slice(&t.to_bytes());
         Some(bytes)

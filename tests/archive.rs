@@ -392,9 +392,14 @@ fn golden_stage_archives_decode_and_encode_the_same() {
         let b = Archive::open(&again).unwrap();
         let mut idx = b.index.clone();
         idx.writer = a.index.writer.clone();
-        let end = |x: &[u8]| u64::from_le_bytes(x[x.len() - 40..x.len() - 32].try_into().unwrap()) as usize;
+        // the payloads and the index but for what format version 2 changed:
+        // the version and the stored safetensors header (now a zstd frame of
+        // the same bytes)
+        assert_eq!(b.header_bytes().unwrap(), a.header_bytes().unwrap(), "{name}");
+        (idx.format_version, idx.header) = (a.index.format_version, a.index.header.clone());
+        let end = |a: &Archive| a.index.header.offset as usize;
         assert!(
-            arch[..end(&arch)] == again[..end(&again)] && idx == a.index,
+            arch[..end(&a)] == again[..end(&b)] && idx == a.index,
             "{name}: {spec} now encodes the golden source differently (see GOLDEN_STAGES)"
         );
     }
@@ -437,3 +442,65 @@ fn tensor_sha256_only_when_asked_for_lossless_tensors() {
         }
     }
 }
+
+// --- format version 2: the index and the safetensors header as zstd frames ---
+
+#[test]
+fn index_and_header_are_stored_as_zstd_frames() {
+    use weightlab::container::format::Trailer;
+    let file = model_file(7);
+    let arch = compress(&file, "zstd:level=3", 1 << 20);
+    let a = Archive::open(&arch).unwrap();
+    assert_eq!(a.header.version, 2);
+    let t = Trailer::parse(&arch).unwrap();
+    let json = serde_json::to_vec(&a.index).unwrap();
+    assert!(t.index_json_len > 0 && t.index_len < t.index_json_len, "{t:?}");
+    // the stored bytes are a zstd frame of the index's JSON
+    let raw = zstd::decode_all(&arch[t.index_offset as usize..arch.len() - 40]).unwrap();
+    assert_eq!(raw.len() as u64, t.index_json_len);
+    let again: weightlab::container::Index = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(again, a.index);
+    assert!(json.len() as u64 >= t.index_len);
+    let h = &a.index.header;
+    let st = SafeTensors::parse(&file).unwrap();
+    assert_eq!(h.raw_len, Some(st.header_bytes.len() as u64));
+    assert!(h.len < st.header_bytes.len() as u64, "{h:?}");
+    assert_eq!(a.header_bytes().unwrap(), st.header_bytes);
+    assert!(decode(&arch).unwrap() == file);
+}
+
+#[test]
+fn lying_lengths_of_the_stored_index_and_header_are_refused() {
+    let file = model_file(8);
+    let arch = compress(&file, "zstd:level=3", 1 << 20);
+    let n = arch.len();
+    let json_len = |arch: &[u8]| u64::from_le_bytes(arch[n - 16..n - 8].try_into().unwrap());
+    let with_len = |len: u64| {
+        let mut b = arch.clone();
+        b[n - 16..n - 8].copy_from_slice(&len.to_le_bytes());
+        b
+    };
+    let real = json_len(&arch);
+    for (lie, what) in [(real - 1, "decodes to"), (real + 1, "decodes to"), (1 << 29, "claim"), (u64::MAX, "claim")] {
+        let e = Archive::open(&with_len(lie)).err().unwrap_or_else(|| panic!("length {lie} was accepted"));
+        assert_eq!(e.kind(), ErrorKind::Corruption, "{lie}: {e}");
+        assert!(e.message().contains(what), "{lie}: {e}");
+    }
+    // the header's: a raw_len that does not add up with the tensors is refused
+    // on open; one that does but lies about the frame, when it is read
+    let a = Archive::open(&arch).unwrap();
+    let mut i = a.index.clone();
+    i.header.raw_len = i.header.raw_len.map(|x| x + 8);
+    let e = Archive::open(&rewrite_index(&arch, &i)).err().expect("a lying header length was accepted");
+    assert!(e.message().contains("do not add up"), "{e}");
+    let mut i = a.index.clone();
+    i.header.raw_len = i.header.raw_len.map(|x| x + 8);
+    i.source.size += 8;
+    let lying = rewrite_index(&arch, &i);
+    let b = Archive::open(&lying).unwrap();
+    let e = b.header_bytes().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corruption);
+    assert!(e.message().contains("stored safetensors header"), "{e}");
+    assert!(decode(&lying).is_err());
+}
+

@@ -1,15 +1,20 @@
-//! The archive layout, version 1 (see docs/format.md):
+//! The archive layout, version 2 (see docs/format.md):
 //!
 //! ```text
 //! [fixed header: 32 bytes]  magic, format version, min reader version, flags
 //! [chunk payloads]          every chunk's encoded bytes, back to back
-//! [source header]           the original safetensors prefix (length + JSON), verbatim
-//! [index]                   JSON: tensors, dtypes, shapes, codecs, chunks, hashes
-//! [trailer: 40 bytes]       index offset, index length, xxh3 of the index, end magic
+//! [source header]           the original safetensors prefix (length + JSON), a zstd frame
+//! [index]                   JSON, a zstd frame: tensors, dtypes, shapes, codecs, chunks, hashes
+//! [trailer: 40 bytes]       index offset, stored length, xxh3 of the stored index,
+//!                           the index's JSON length, end magic
 //! ```
 //!
 //! The index is JSON so that readers skip fields they do not know (fields are
-//! only ever added) and so that it can be read by other tools.
+//! only ever added) and so that it can be read by other tools (`zstd -d` of
+//! its bytes). Version 2 stores the index and the safetensors header as zstd
+//! frames (each only when that is smaller): on MiniLM BF16 (45 MB) the two
+//! cost 0.08 points of ratio stored raw. Version 1 archives (both raw) still
+//! read; a version-2 archive asks a version-1 reader to upgrade.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -17,9 +22,18 @@ use serde::{Deserialize, Serialize};
 pub const MAGIC: [u8; 8] = [0x89, b'W', b'L', b'A', b'B', b'\r', b'\n', 0x1a];
 pub const END_MAGIC: [u8; 8] = *b"WLABEND\n";
 /// The format version this build writes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// The newest format version this build reads.
-pub const MAX_READ_VERSION: u16 = 1;
+pub const MAX_READ_VERSION: u16 = 2;
+/// zstd level of the stored index and safetensors header: a few hundred KB
+/// of JSON at most, written once.
+pub const META_ZSTD_LEVEL: i32 = 19;
+/// A stored (zstd) index or header may declare at most this many times its
+/// stored length plus [`META_SLACK`] as its JSON length: JSON compresses by
+/// 5 to 30 here, and a lying length must not make a reader allocate much
+/// more than the archive's own size.
+pub const META_MAX_EXPANSION: u64 = 256;
+pub const META_SLACK: u64 = 64 << 10;
 pub const HEADER_LEN: usize = 32;
 pub const TRAILER_LEN: usize = 40;
 /// Indexes larger than this are refused (a corrupt length must not make us
@@ -77,8 +91,13 @@ impl FixedHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer {
     pub index_offset: u64,
+    /// Bytes of the index as stored.
     pub index_len: u64,
+    /// xxh3 of the index as stored.
     pub index_xxh3: u64,
+    /// Length of the index's JSON when it is stored as a zstd frame; 0 when
+    /// it is stored as JSON (every version-1 archive: reserved, zero, there).
+    pub index_json_len: u64,
 }
 
 impl Trailer {
@@ -87,7 +106,7 @@ impl Trailer {
         b[..8].copy_from_slice(&self.index_offset.to_le_bytes());
         b[8..16].copy_from_slice(&self.index_len.to_le_bytes());
         b[16..24].copy_from_slice(&self.index_xxh3.to_le_bytes());
-        // 24..32 reserved
+        b[24..32].copy_from_slice(&self.index_json_len.to_le_bytes());
         b[32..].copy_from_slice(&END_MAGIC);
         b
     }
@@ -101,7 +120,7 @@ impl Trailer {
         }
         let t = &archive[archive.len() - TRAILER_LEN..];
         let u = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().expect("8"));
-        Ok(Trailer { index_offset: u(0), index_len: u(8), index_xxh3: u(16) })
+        Ok(Trailer { index_offset: u(0), index_len: u(8), index_xxh3: u(16), index_json_len: u(24) })
     }
 }
 
@@ -109,8 +128,55 @@ impl Trailer {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Section {
     pub offset: u64,
+    /// Bytes as stored.
     pub len: u64,
+    /// xxh3 of the bytes as stored.
     pub xxh3: u64,
+    /// Length of the prefix when it is stored as a zstd frame (absent: stored
+    /// as it is, as every version-1 archive does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_len: Option<u64>,
+}
+
+impl Section {
+    /// The prefix's length in the original file.
+    pub fn source_len(&self) -> u64 {
+        self.raw_len.unwrap_or(self.len)
+    }
+}
+
+/// zstd-compress `json` for storing, when that is smaller: the bytes to
+/// store and, when compressed, the length they decode to.
+pub fn pack_meta(json: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Option<u64>)> {
+    let z = zstd::bulk::compress(json, META_ZSTD_LEVEL)
+        .map_err(|e| Error::io("compressing the archive index", e))?;
+    Ok(if z.len() < json.len() { (z.into(), Some(json.len() as u64)) } else { (json.into(), None) })
+}
+
+/// Decode a stored zstd frame that must give exactly `len` bytes, without
+/// trusting `len` further than [`META_MAX_EXPANSION`] allows.
+pub fn unpack_meta(stored: &[u8], len: u64, what: &str) -> Result<Vec<u8>> {
+    let limit = (stored.len() as u64).saturating_mul(META_MAX_EXPANSION).saturating_add(META_SLACK).min(MAX_INDEX_LEN);
+    if len > limit {
+        return Err(Error::corrupt(format!(
+            "{what}: {} stored bytes claim to decode to {len} bytes (more than {limit}): the archive is damaged",
+            stored.len()
+        )));
+    }
+    let mut out = Vec::new();
+    let mut d = zstd::stream::read::Decoder::with_buffer(stored)
+        .map_err(|e| Error::corrupt(format!("{what}: not a zstd frame: {e}")))?
+        .single_frame();
+    // reads at most len + 1 bytes: growth follows the bytes actually decoded
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut d, len + 1), &mut out)
+        .map_err(|e| Error::corrupt(format!("{what}: the zstd frame does not decode: {e}")))?;
+    if out.len() as u64 != len {
+        return Err(Error::corrupt(format!(
+            "{what}: decodes to {} bytes, the archive says {len}: the archive is damaged",
+            out.len()
+        )));
+    }
+    Ok(out)
 }
 
 /// What the archive was made from.

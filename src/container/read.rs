@@ -18,6 +18,9 @@ pub struct Archive<'a> {
     pub header: FixedHeader,
     pub index: Index,
     dtypes: Vec<DType>,
+    /// The safetensors prefix, decoded on first use when it is stored as a
+    /// zstd frame.
+    source_header: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// What a full decode checks beyond what it always checks: the xxh3 of every
@@ -61,10 +64,21 @@ impl<'a> Archive<'a> {
                 bytes.len()
             )));
         }
-        let json = &bytes[trailer.index_offset as usize..body_end as usize];
-        if xxh3_64(json) != trailer.index_xxh3 {
+        let stored = &bytes[trailer.index_offset as usize..body_end as usize];
+        if xxh3_64(stored) != trailer.index_xxh3 {
             return Err(Error::corrupt("the archive index is damaged (checksum mismatch)"));
         }
+        let unpacked;
+        let json = match trailer.index_json_len {
+            0 => stored,
+            _ if header.version < 2 => {
+                return Err(Error::corrupt("a format version 1 archive with a reserved trailer field set"));
+            }
+            n => {
+                unpacked = unpack_meta(stored, n, "the archive index")?;
+                &unpacked[..]
+            }
+        };
         let index: Index = serde_json::from_slice(json)
             .map_err(|e| Error::corrupt(format!("the archive index does not parse: {e}")))?;
         if index.format_version != header.version {
@@ -74,16 +88,22 @@ impl<'a> Archive<'a> {
             )));
         }
         let dtypes = validate(&index, trailer.index_offset)?;
-        Ok(Archive { bytes, header, index, dtypes })
+        Ok(Archive { bytes, header, index, dtypes, source_header: std::sync::OnceLock::new() })
     }
 
-    pub fn header_bytes(&self) -> Result<&'a [u8]> {
+    /// The original safetensors prefix (8-byte length + JSON), checked.
+    pub fn header_bytes(&self) -> Result<&[u8]> {
         let s = &self.index.header;
         let b = &self.bytes[s.offset as usize..(s.offset + s.len) as usize];
         if xxh3_64(b) != s.xxh3 {
             return Err(Error::corrupt("the stored safetensors header is damaged (checksum mismatch)"));
         }
-        Ok(b)
+        let Some(n) = s.raw_len else { return Ok(b) };
+        if let Some(h) = self.source_header.get() {
+            return Ok(h);
+        }
+        let h = unpack_meta(b, n, "the stored safetensors header")?;
+        Ok(self.source_header.get_or_init(|| h))
     }
 
     fn codec_for(&self, t: usize) -> Result<Box<dyn Codec>> {
@@ -468,10 +488,11 @@ fn validate(index: &Index, data_end: u64) -> Result<Vec<DType>> {
             h.offset
         )));
     }
-    if h.len.checked_add(expect_offset) != Some(index.source.size) {
+    if h.source_len().checked_add(expect_offset) != Some(index.source.size) {
         return Err(Error::corrupt(format!(
             "index: header ({}) and tensors ({expect_offset}) do not add up to the source size {}",
-            h.len, index.source.size
+            h.source_len(),
+            index.source.size
         )));
     }
     Ok(dtypes)

@@ -323,8 +323,9 @@ fn compress_body<'s, W: Write + Send + 's>(
 
     // The rest needs the file's hash.
     Ok(move |file_sha: String| {
-        let header = Section { offset: w.pos, len: st.header_bytes.len() as u64, xxh3: xxh3_64(st.header_bytes) };
-        w.write_all(st.header_bytes).map_err(io_err)?;
+        let (stored, raw_len) = pack_meta(st.header_bytes)?;
+        let header = Section { offset: w.pos, len: stored.len() as u64, xxh3: xxh3_64(&stored), raw_len };
+        w.write_all(&stored).map_err(io_err)?;
         let index = Index {
             format_version: FORMAT_VERSION,
             writer: format!("weightlab {}", env!("CARGO_PKG_VERSION")),
@@ -335,8 +336,14 @@ fn compress_body<'s, W: Write + Send + 's>(
             tensors: records,
         };
         let json = serde_json::to_vec(&index).map_err(|e| Error::invalid(format!("serializing the index: {e}")))?;
-        let trailer = Trailer { index_offset: w.pos, index_len: json.len() as u64, index_xxh3: xxh3_64(&json) };
-        w.write_all(&json).map_err(io_err)?;
+        let (stored, json_len) = pack_meta(&json)?;
+        let trailer = Trailer {
+            index_offset: w.pos,
+            index_len: stored.len() as u64,
+            index_xxh3: xxh3_64(&stored),
+            index_json_len: json_len.unwrap_or(0),
+        };
+        w.write_all(&stored).map_err(io_err)?;
         w.write_all(&trailer.to_bytes()).map_err(io_err)?;
         w.flush().map_err(io_err)?;
         crate::progress::finish(bar);
