@@ -31,7 +31,8 @@ sys.modules.pop("bigsmall", None)
 
 
 class Peer:
-    def __init__(self, compress, decompress, version="", note="", mode="file", lossless=True, bound="", check=None):
+    def __init__(self, compress, decompress, version="", note="", mode="file", lossless=True, bound="", check=None,
+                 to_safetensors=None):
         # mode "file": compress(src_path, dst_path); "bytes": compress(bytes) -> bytes
         self.compress = compress
         self.decompress = decompress
@@ -42,6 +43,9 @@ class Peer:
         self.bound = bound
         # lossy peers: check(original_bytes, decoded_bytes) -> dict of error stats
         self.check = check
+        # lossy peers: to_safetensors(original_bytes, decoded) -> the decoded model as a
+        # safetensors file of the original's layout (the runner runs the model on it)
+        self.to_safetensors = to_safetensors
 
 
 def emit(obj):
@@ -106,6 +110,8 @@ def main(setup):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--args", default="")
     ap.add_argument("--no-warmup", action="store_true")
+    ap.add_argument("--decoded-out", default="",
+                    help="lossy peers: write the decoded model here as safetensors (for the runner's [fidelity])")
     a = ap.parse_args()
     opts = parse_opts(a.args)
     opts.setdefault("threads", str(a.threads))
@@ -177,6 +183,12 @@ def main(setup):
             stats = peer.check(original, decoded)
             out.update(stats)
             out["verified"] = bool(stats.get("bound_held", True))
+            if a.decoded_out and peer.to_safetensors is not None:
+                tmp = a.decoded_out + ".tmp"
+                with open(tmp, "wb") as f:
+                    f.write(peer.to_safetensors(original, decoded))
+                os.replace(tmp, a.decoded_out)
+                out["decoded_path"] = a.decoded_out
 
     out = {"available": True, "version": peer.version, "note": peer.note, "lossless": peer.lossless,
            "bound": peer.bound, "compress_secs": [], "decompress_secs": []}

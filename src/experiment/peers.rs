@@ -118,6 +118,10 @@ pub struct PeerOutcome {
     pub psnr: Option<f64>,
     #[serde(default)]
     pub bound_held: Option<bool>,
+    /// A lossy Python peer asked for its decoded model (`PeerRun::decoded_out`)
+    /// wrote it here, as safetensors of the original's layout.
+    #[serde(default)]
+    pub decoded_path: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -139,6 +143,10 @@ pub struct PeerRun<'a> {
     pub threads: u32,
     /// A scratch directory for compressed and decompressed files.
     pub work_dir: &'a Path,
+    /// Lossy Python peers: write the decoded model there (the runner's
+    /// `[fidelity]` runs the model on it); the outcome's `decoded_path` says
+    /// whether the peer did.
+    pub decoded_out: Option<&'a Path>,
 }
 
 /// Find a program on PATH.
@@ -389,6 +397,9 @@ fn measure_python(spec: &PeerSpec, run: &PeerRun) -> Result<PeerOutcome> {
         .arg(&spec.args);
     if !run.warmup {
         c.arg("--no-warmup");
+    }
+    if let Some(p) = run.decoded_out {
+        c.arg("--decoded-out").arg(p);
     }
     let (_, rss, err, ok) = run_measured(c, Some(&json_out), &run.work_dir.join(format!("{}.rss", spec.name)))?;
     let text = std::fs::read_to_string(&json_out).unwrap_or_default();

@@ -487,7 +487,7 @@ fn measure_file(
     pool: Option<&ThreadPool>,
     reps: u32,
     warmup: bool,
-) -> Result<Measure> {
+) -> Result<(Measure, Vec<u8>)> {
     let opts = CompressOptions {
         codec: spec.to_string(),
         chunk_size,
@@ -498,8 +498,7 @@ fn measure_file(
         progress: false,
     };
     let mut m = Measure::default();
-    let archive: Vec<u8> = Vec::new();
-    let out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut state: (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::with_capacity(bytes.len()));
     let compress = |archive: &mut Vec<u8>| -> Result<()> {
         archive.clear();
         run_in(pool, || container::compress(bytes, file_name, &mut *archive, &opts)).map(|_| ())
@@ -511,7 +510,7 @@ fn measure_file(
     };
     schedule(
         &mut m,
-        &mut (archive, out),
+        &mut state,
         reps,
         warmup,
         |(a, _)| compress(a),
@@ -521,7 +520,8 @@ fn measure_file(
             Ok((a.len() as u64, ok, err, note))
         },
     )?;
-    Ok(m)
+    // the decoded file of the last pass (the model runs on it: `[fidelity]`)
+    Ok((m, state.1))
 }
 
 fn fill(row: &mut ResultRow, m: Measure) {
@@ -603,20 +603,20 @@ fn evaluators(exp: &Experiment, _files: &[InputFile], _model_files: &[bool], _pr
     }
 }
 
-/// Add the model metrics of a whole-file cell to its row.
+/// Add the model metrics of a whole-file cell to its row: the model runs on
+/// `decoded`, the file the cell's archive (or a peer's) gave back, whose size
+/// is the row's `compressed_bytes`.
 #[cfg(feature = "fidelity")]
-fn add_fidelity(exp: &Experiment, evs: &Evaluators, fi: usize, spec: &str, threads: u32, row: &mut ResultRow) {
+fn add_fidelity(exp: &Experiment, evs: &Evaluators, fi: usize, spec: &str, decoded: &[u8], row: &mut ResultRow) {
     let (Some(f), Some(Some(ev))) = (&exp.fidelity, evs.get(fi)) else { return };
-    if (row.lossless && !f.lossless)
-        || row.compressed_bytes.is_none()
-        || !(f.codecs.is_empty() || f.codecs.iter().any(|c| c == spec))
-    {
+    let Some(compressed) = row.compressed_bytes else { return };
+    if (row.lossless && !f.lossless) || !(f.codecs.is_empty() || f.codecs.iter().any(|c| c == spec)) {
         return;
     }
-    match ev.evaluate(spec, threads as usize) {
-        Ok(r) => {
-            let m = r.metrics;
-            row.bits_per_weight = Some(r.bits_per_weight);
+    let measured = crate::fidelity::n_weights(ev.original()).and_then(|n| Ok((n, ev.metrics(decoded)?)));
+    match measured {
+        Ok((n, m)) => {
+            row.bits_per_weight = Some(compressed as f64 * 8.0 / n.max(1) as f64);
             (row.cosine_mean, row.cosine_p1, row.cosine_min, row.top10_agreement) =
                 (m.cosine_mean, m.cosine_p1, m.cosine_min, m.top10_agreement);
             (row.ppl_original, row.ppl, row.ppl_delta_pct, row.top1_agreement, row.kl_mean) =
@@ -630,7 +630,7 @@ fn add_fidelity(exp: &Experiment, evs: &Evaluators, fi: usize, spec: &str, threa
 }
 
 #[cfg(not(feature = "fidelity"))]
-fn add_fidelity(_: &Experiment, _: &Evaluators, _: usize, _: &str, _: u32, _: &mut ResultRow) {}
+fn add_fidelity(_: &Experiment, _: &Evaluators, _: usize, _: &str, _: &[u8], _: &mut ResultRow) {}
 
 /// Run an experiment; rows are also appended to the resume file as they
 /// finish and written out with the report at the end.
@@ -642,6 +642,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
     // per file: may a codec run on it (its entry's `codecs`), are its cells run as a model
     let allowed =
         |fi: usize, spec: &str| exp.datasets[entry_of[fi]].codecs.as_ref().is_none_or(|l| l.iter().any(|c| c == spec));
+    let peer_allowed =
+        |fi: usize, p: &PeerSpec| exp.datasets[entry_of[fi]].peers.as_ref().is_none_or(|l| l.contains(&p.label()));
     let model_files: Vec<bool> = entry_of.iter().map(|&e| exp.datasets[e].fidelity).collect();
     let entries: Vec<Entry> = exp
         .codecs
@@ -699,11 +701,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
         let n = entries.iter().filter(|e| allowed(i, &e.spec)).count();
         let t = if exp.granularity.tensors() { selected[i].len() * n } else { 0 };
         let f = if exp.granularity.files() { n } else { 0 };
-        (t + f + peer_specs.len()) * exp.threads.len()
+        (t + f + peer_specs.iter().filter(|p| peer_allowed(i, p)).count()) * exp.threads.len()
     };
     let total: usize = (0..files.len()).map(per_file_cells).sum();
     let bar = crate::progress::count_bar(total as u64, &exp.name, opts.progress);
     let peer_dir = std::env::temp_dir().join(format!("weightlab-peers-{}", std::process::id()));
+    let decoded_out = peer_dir.join("decoded.safetensors");
 
     let mut rows = Vec::with_capacity(total);
     let (mut measured, mut resumed) = (0usize, 0usize);
@@ -849,17 +852,19 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                         reps,
                         exp.warmup,
                     ) {
-                        Ok(m) => fill(&mut row, m),
+                        Ok((m, decoded)) => {
+                            fill(&mut row, m);
+                            if row.verified {
+                                bar.set_message(format!("{file_name} {} (model)", e.spec));
+                                add_fidelity(exp, &evs, fi, &e.spec, &decoded, &mut row);
+                            }
+                        }
                         Err(err) => row.note = format!("{}: {}", err.kind().as_str(), err.message()),
-                    }
-                    if row.verified {
-                        bar.set_message(format!("{file_name} {} (model)", e.spec));
-                        add_fidelity(exp, &evs, fi, &e.spec, threads, &mut row);
                     }
                     emit(row, true, true)?;
                 }
             }
-            for p in &peer_specs {
+            for p in peer_specs.iter().filter(|p| peer_allowed(fi, p)) {
                 let mut row = ResultRow {
                     tensor: "*".into(),
                     dtype: dtypes.clone(),
@@ -881,7 +886,14 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                     .map_err(|e| Error::io("creating the peers' scratch directory", e))?;
                 let o = peers::measure(
                     p,
-                    &peers::PeerRun { input: &file.path, reps, warmup: exp.warmup, threads, work_dir: &peer_dir },
+                    &peers::PeerRun {
+                        input: &file.path,
+                        reps,
+                        warmup: exp.warmup,
+                        threads,
+                        work_dir: &peer_dir,
+                        decoded_out: evs.get(fi).is_some_and(|e| e.is_some()).then_some(decoded_out.as_path()),
+                    },
                 );
                 row.available = o.available;
                 row.lossless = o.lossless;
@@ -909,6 +921,19 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                     row.rmse = o.rmse;
                     row.psnr = o.psnr;
                     row.bound_held = o.bound_held;
+                }
+                if let Some(p) = &o.decoded_path {
+                    // a lossy peer's decoded model, run as our cells' are
+                    match std::fs::read(p) {
+                        Ok(decoded) if row.verified => {
+                            bar.set_message(format!("{file_name} {} (model)", row.codec));
+                            let label = row.codec.clone();
+                            add_fidelity(exp, &evs, fi, &label, &decoded, &mut row);
+                        }
+                        Ok(_) => {}
+                        Err(e) => row.note = format!("{}; reading the decoded model {}: {e}", row.note, p.display()),
+                    }
+                    let _ = std::fs::remove_file(p);
                 }
                 emit(row, true, persist)?;
             }

@@ -5,7 +5,8 @@
 //! description = "Aveiro Table 4.1 on BF16 weights"
 //! datasets = [{ name = "all-minilm-l6-v2", variants = ["bf16"] }, { path = "model.safetensors" }]
 //! # per entry: `codecs = [...]` runs only those of the experiment's codecs on
-//! # it, `fidelity = false` leaves its cells without model metrics
+//! # it (`peers = [...]` likewise), `fidelity = false` leaves its cells
+//! # without model metrics
 //! codecs = ["zstd:level=3", "planes>zstd:level=1", "lz4"]
 //! peers = ["zstd-cli:-3", "zipnn"]
 //! granularity = "both"      # "tensor", "file" or "both"
@@ -104,6 +105,10 @@ pub struct DatasetEntry {
     /// (absent: all of them).
     #[serde(default)]
     pub codecs: Option<Vec<String>>,
+    /// Only these of the experiment's `peers` run on this entry's files
+    /// (absent: all of them).
+    #[serde(default)]
+    pub peers: Option<Vec<String>>,
     /// Give this entry's cells the model metrics of `[fidelity]` (default true).
     #[serde(default = "yes")]
     pub fidelity: bool,
@@ -418,6 +423,22 @@ impl Experiment {
             if let Some(list) = &e.codecs {
                 e.codecs = Some(canonical(list, "datasets.codecs", &|m| at(text, origin, &d, "datasets", m))?);
             }
+            if let Some(list) = &e.peers {
+                let peers = list
+                    .iter()
+                    .map(|p| {
+                        let label = super::peers::PeerSpec::parse(p)
+                            .map_err(|err| at(text, origin, &d, "datasets", err.message()))?
+                            .label();
+                        if !measured.contains(&label) {
+                            let m = format!("'{p}' (datasets.peers) is not among this experiment's 'peers'");
+                            return Err(at(text, origin, &d, "datasets", &m));
+                        }
+                        Ok(label)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                e.peers = Some(peers);
+            }
             datasets.push(e);
         }
         let fidelity = match raw.fidelity {
@@ -637,6 +658,18 @@ mod tests {
         let bad = ok.replace("[fidelity]\ncodecs = [\"exp\"]", "[fidelity]\ncodecs = [\"zstd:level=1\"]");
         let err = Experiment::parse(&bad, "t", Path::new("")).unwrap_err();
         assert!(err.to_string().contains("fidelity") && err.to_string().contains("not among"), "{err}");
+    }
+
+    #[test]
+    fn entry_peers_are_measured_peers() {
+        let ok = "name = \"x\"\ncodecs = [\"exp\"]\npeers = [\"sz3:abs=1e-3\", \"zstd-cli\"]\n\
+                  datasets = [{ path = \"a.safetensors\", peers = [\"sz3:abs=1e-3\"] }, { path = \"b.safetensors\" }]\n";
+        let e = Experiment::parse(ok, "t", Path::new("")).unwrap();
+        assert_eq!(e.datasets[0].peers, Some(vec!["peer:sz3 abs=1e-3".to_string()]));
+        assert_eq!(e.datasets[1].peers, None);
+        let bad = ok.replace("peers = [\"sz3:abs=1e-3\"] }", "peers = [\"sz3:abs=1e-2\"] }");
+        let err = Experiment::parse(&bad, "t", Path::new("")).unwrap_err();
+        assert!(err.to_string().contains("not among") && err.to_string().contains("peers"), "{err}");
     }
 
     #[test]
