@@ -95,38 +95,37 @@ struct CodecPoint {
     mbps: f64,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
-}
-
-/// Per codec: summed ratio and median decompression throughput, over its
-/// tensor cells, or its whole-file cells when it has no tensor cells.
-fn codec_points(rows: &[ResultRow]) -> Vec<CodecPoint> {
+/// Per codec: summed ratio and decompression throughput (the cells' bytes
+/// over their total time, each cell at its median repetition), all from one
+/// granularity: the whole-file cells when the rows have any (our codecs and
+/// the command-line peers then stand on the same footing), else the tensor
+/// cells. Returns the points and the granularity's name for the title.
+fn codec_points(rows: &[ResultRow]) -> (Vec<CodecPoint>, &'static str) {
+    let files = rows.iter().any(|r| r.tensor == "*" && r.available && r.compressed_bytes.is_some());
     let mut by: BTreeMap<&str, Vec<&ResultRow>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.available && r.compressed_bytes.is_some()) {
+    for r in rows.iter().filter(|r| r.available && r.compressed_bytes.is_some() && (r.tensor == "*") == files) {
         by.entry(r.codec.as_str()).or_default().push(r);
     }
-    by.into_iter()
+    let pts = by
+        .into_iter()
         .filter_map(|(codec, cells)| {
-            let tensor: Vec<&ResultRow> = cells.iter().copied().filter(|r| r.tensor != "*").collect();
-            let cells = if tensor.is_empty() { cells } else { tensor };
             let orig: u64 = cells.iter().map(|r| r.original_bytes).sum();
             let comp: u64 = cells.iter().filter_map(|r| r.compressed_bytes).sum();
-            let mbps = median(cells.iter().filter_map(|r| r.decompress_mbps_median).collect())?;
-            (orig > 0).then(|| CodecPoint {
+            let timed: Vec<(f64, f64)> = cells
+                .iter()
+                .filter_map(|r| r.decompress_mbps_median.filter(|m| *m > 0.0).map(|m| (r.original_bytes as f64, m)))
+                .collect();
+            let secs: f64 = timed.iter().map(|(b, m)| b / m).sum();
+            let mbps = timed.iter().map(|(b, _)| b).sum::<f64>() / secs;
+            (orig > 0 && mbps.is_finite() && mbps > 0.0).then(|| CodecPoint {
                 codec: codec.to_string(),
                 lossless: cells[0].lossless,
                 ratio: comp as f64 / orig as f64,
                 mbps,
             })
         })
-        .collect()
+        .collect();
+    (pts, if files { "whole files" } else { "tensor cells" })
 }
 
 fn log_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
@@ -460,6 +459,32 @@ fn quality_loss(r: &ResultRow) -> Option<(&'static str, f64)> {
     r.ppl_delta_pct.map(|d| ("|perplexity change|, %", d.abs()))
 }
 
+/// The curve a cell belongs to on the quality chart: its codec's first stage
+/// (`round`, `sz`, `int8`, `fp8`…), `int8`/`int4` on all tensors apart from
+/// the selective ones, a peer by its name (`peer:sz3 abs=1e-3` is `sz3`).
+fn quality_family(codec: &str) -> String {
+    if let Some(p) = codec.strip_prefix("peer:") {
+        return p.split_whitespace().next().unwrap_or(p).to_string();
+    }
+    let first = codec.split([':', '>']).next().unwrap_or(codec);
+    if codec.split('>').next().is_some_and(|s| s.contains("select=all")) {
+        format!("{first} (all tensors)")
+    } else {
+        first.to_string()
+    }
+}
+
+/// The Pareto front of a panel: the points no other beats on both bits per
+/// weight and quality loss, in order of bits.
+fn quality_front(series: &[(String, Vec<(f64, f64, String)>)]) -> Vec<(f64, f64)> {
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, v)| v.iter().map(|p| (p.0, p.1))).collect();
+    // pareto_front maximises x: fewer bits is better
+    let neg: Vec<(f64, f64)> = all.iter().map(|p| (-p.0, p.1)).collect();
+    let mut front: Vec<(f64, f64)> = pareto_front(&neg).into_iter().map(|k| all[k]).collect();
+    front.sort_by(|a, b| a.0.total_cmp(&b.0));
+    front
+}
+
 /// Panels of the model-quality chart, one per model (dataset:variant); each
 /// family's points in order of bits per weight. Zero losses (lossless, or
 /// below the metric's resolution) cannot sit on the log axis and are left out.
@@ -472,9 +497,8 @@ fn quality_panels(rows: &[ResultRow]) -> Vec<QualityPanel> {
             continue;
         }
         let model = format!("{}:{}", r.dataset, r.variant);
-        let family = r.codec.split([':', '>']).next().unwrap_or(&r.codec).to_string();
         let e = by.entry(model).or_insert((what, BTreeMap::new()));
-        e.1.entry(family).or_default().push((bpw, loss, r.codec.clone()));
+        e.1.entry(quality_family(&r.codec)).or_default().push((bpw, loss, r.codec.clone()));
     }
     by.into_iter()
         .map(|(model, (what, fams))| {
@@ -499,7 +523,7 @@ where
     fams.dedup();
     let (top, rest) = root.split_vertically(36);
     top.draw(&Text::new(
-        "Quality loss vs bits per weight (lossless: zero loss, not drawn)",
+        "Quality loss vs bits per weight, Pareto front ringed (lossless: zero loss, not drawn)",
         (15, 8),
         ("sans-serif", 16).into_font(),
     ))?;
@@ -530,6 +554,12 @@ where
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
             chart.draw_series(v.iter().map(|p| Circle::new((p.0, p.1), 4, c.filled())))?;
         }
+        let front = quality_front(series);
+        chart
+            .draw_series(LineSeries::new(front.iter().copied(), BLACK.stroke_width(1)))?
+            .label("Pareto front")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+        chart.draw_series(front.iter().map(|&p| Circle::new(p, 7, BLACK.stroke_width(1))))?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -550,13 +580,13 @@ fn write_all_charts(
     let mut out = Vec::new();
     let title = if meta.name.is_empty() { String::new() } else { format!("{}: ", meta.name) };
 
-    let pts = codec_points(rows);
+    let (pts, granularity) = codec_points(rows);
     if !pts.is_empty() {
-        let t = format!("{title}size vs decompression throughput");
+        let t = format!("{title}size vs decompression throughput ({granularity}, total bytes / total time)");
         both!(dir, "ratio_vs_decompress", (1100, 700), draw_pareto(&pts, &t));
         out.push(Chart {
             stem: "ratio_vs_decompress".into(),
-            title: "Ratio vs decompression throughput, Pareto front in red".into(),
+            title: format!("Ratio vs decompression throughput ({granularity}: total bytes / total time), Pareto front in red"),
         });
     }
 
@@ -661,5 +691,52 @@ mod tests {
         let charts = write_charts(dir.path(), &rows, &ReportMeta::default()).unwrap();
         assert!(charts.iter().any(|c| c.stem == "quality_vs_bits"));
         assert!(dir.path().join("quality_vs_bits.svg").is_file() && dir.path().join("quality_vs_bits.png").is_file());
+    }
+
+    #[test]
+    fn quality_families_and_the_pareto_front() {
+        assert_eq!(quality_family("peer:sz3 abs=1e-3"), "sz3");
+        assert_eq!(quality_family("int4:block=32,select=all>exp:gain=2"), "int4 (all tensors)");
+        assert_eq!(quality_family("int4:block=32>exp:gain=2"), "int4");
+        assert_eq!(quality_family("round:bits=3"), "round");
+        let rows = vec![
+            row("emb", "round:bits=4", 9.0, Some(0.9999), None),
+            row("emb", "round:bits=1", 5.0, Some(0.99), None),
+            row("emb", "sz:abs=1e-3", 6.0, Some(0.999), None),
+            // beaten by sz:abs=1e-3 on both counts: not on the front
+            row("emb", "int8:block=32", 7.0, Some(0.998), None),
+        ];
+        let p = quality_panels(&rows);
+        let front = quality_front(&p[0].2);
+        let bits: Vec<f64> = front.iter().map(|f| f.0).collect();
+        assert_eq!(bits, [5.0, 6.0, 9.0]);
+    }
+
+    #[test]
+    fn throughput_is_total_bytes_over_total_time_in_one_granularity() {
+        let cell = |codec: &str, tensor: &str, bytes: u64, mbps: f64| ResultRow {
+            codec: codec.into(),
+            tensor: tensor.into(),
+            available: true,
+            lossless: true,
+            original_bytes: bytes,
+            compressed_bytes: Some(bytes / 2),
+            decompress_mbps_median: Some(mbps),
+            ..Default::default()
+        };
+        // three tiny slow tensors and one large fast one: the median would say 1 MB/s
+        let mut rows: Vec<ResultRow> = (0..3).map(|i| cell("exp", &format!("t{i}"), 10, 1.0)).collect();
+        rows.push(cell("exp", "big", 1_000_000, 1000.0));
+        let (pts, g) = codec_points(&rows);
+        assert_eq!(g, "tensor cells");
+        let want = 1_000_030.0 / (1_000_000.0 / 1000.0 + 30.0);
+        assert!((pts[0].mbps - want).abs() < 1e-9, "{} vs {want}", pts[0].mbps);
+        // with whole-file cells present, only they are plotted (ours and a peer alike)
+        rows.push(cell("exp", "*", 2_000_000, 800.0));
+        rows.push(cell("peer:zstd-cli -3", "*", 2_000_000, 600.0));
+        let (pts, g) = codec_points(&rows);
+        assert_eq!(g, "whole files");
+        let m: Vec<(String, f64)> = pts.iter().map(|p| (p.codec.clone(), p.mbps)).collect();
+        assert_eq!(m, [("exp".to_string(), 800.0), ("peer:zstd-cli -3".to_string(), 600.0)]);
     }
 }
