@@ -306,9 +306,21 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Compress a safetensors file, or a model directory, into `output`.
+/// The CLI's bounds of `--shard I/N`: I from 1 to N, N from 1 to 65536.
+fn shard_arg(shard: Option<(usize, usize)>) -> PyResult<Option<(usize, usize)>> {
+    if let Some((i, n)) = shard
+        && (n == 0 || i == 0 || i > n || n > 65536)
+    {
+        return Err(to_py(Error::invalid(format!("shard ({i}, {n}): I must be 1 to N, N 1 to 65536"))));
+    }
+    Ok(shard)
+}
+
+/// Compress a safetensors file, or a model directory, into `output`;
+/// `shard = (i, n)`: only slice i of n of a directory's files (the CLI's
+/// `--shard I/N`), with its partial manifest for [`join_slices`].
 #[pyfunction]
-#[pyo3(signature = (input, output, codec = "auto".to_string(), threads = 0, chunk_kib = 4096, overwrite = false, sync = false, progress = None))]
+#[pyo3(signature = (input, output, codec = "auto".to_string(), threads = 0, chunk_kib = 4096, overwrite = false, sync = false, progress = None, shard = None))]
 #[allow(clippy::too_many_arguments)]
 fn compress_path(
     py: Python<'_>,
@@ -320,16 +332,29 @@ fn compress_path(
     overwrite: bool,
     sync: bool,
     progress: Option<Py<PyAny>>,
+    shard: Option<(usize, usize)>,
 ) -> PyResult<BTreeMap<&'static str, u64>> {
     let threads = threads_arg(threads)?;
     if !(1..=262144).contains(&chunk_kib) {
         return Err(to_py(Error::invalid(format!("chunk_kib {chunk_kib} is outside 1 to 262144"))));
     }
+    let shard = shard_arg(shard)?;
     let opts = CompressOptions { codec, chunk_size: chunk_kib << 10, threads, ..Default::default() };
     let wopts = WriteOptions { sync, overwrite };
     let is_dir = input.is_dir();
+    if shard.is_some() && !is_dir {
+        return Err(to_py(Error::invalid(format!(
+            "{}: shard= takes a model directory (a file is not split into slices)",
+            input.display()
+        ))));
+    }
     let total = if is_dir {
-        repo::list_files(&input).map_err(to_py)?.iter().map(|r| file_len(&input.join(r))).sum()
+        let files = repo::list_files(&input).map_err(to_py)?;
+        let sizes: Vec<u64> = files.iter().map(|r| file_len(&input.join(r))).collect();
+        match shard {
+            Some((i, n)) => repo::slice_of(&sizes, i, n).iter().map(|&k| sizes[k]).sum(),
+            None => sizes.iter().sum(),
+        }
     } else {
         file_len(&input)
     };
@@ -337,7 +362,7 @@ fn compress_path(
     let r = py
         .detach(|| -> weightlab::Result<_> {
             if is_dir {
-                let r = repo::compress_dir(&input, &output, &opts, &wopts)?;
+                let r = repo::compress_dir_slice(&input, &output, &opts, &wopts, shard)?;
                 Ok(report(r.files, r.archives, r.bytes, r.stored_bytes))
             } else {
                 let index = container::compress_file_opts(&input, &output, &opts, &wopts)?;
@@ -435,6 +460,15 @@ fn verify_path(py: Python<'_>, input: PathBuf, threads: usize) -> PyResult<BTree
     .map_err(to_py)
 }
 
+/// Join the partial manifests that `compress_path(..., shard=(i, n))` calls
+/// wrote into `dir` into its whole manifest (`weightlab join-slices DIR`);
+/// the joined manifest's rows, as [`manifest`] gives them.
+#[pyfunction]
+fn join_slices(py: Python<'_>, dir: PathBuf) -> PyResult<Vec<ManifestRow>> {
+    let m = py.detach(|| repo::join_slices(&dir, &WriteOptions::default())).map_err(to_py)?;
+    Ok(manifest_rows(m))
+}
+
 /// Is `path` a compressed model directory (it has a manifest)?
 #[pyfunction]
 fn is_compressed_dir(path: PathBuf) -> bool {
@@ -447,8 +481,11 @@ type ManifestRow = (String, u64, String, String, String);
 /// The manifest of a compressed directory: [(path, size, sha256, stored, stored_path)].
 #[pyfunction]
 fn manifest(path: PathBuf) -> PyResult<Vec<ManifestRow>> {
-    let m = repo::RepoManifest::load(&path).map_err(to_py)?;
-    Ok(m.files
+    Ok(manifest_rows(repo::RepoManifest::load(&path).map_err(to_py)?))
+}
+
+fn manifest_rows(m: repo::RepoManifest) -> Vec<ManifestRow> {
+    m.files
         .into_iter()
         .map(|f| {
             let stored = match f.stored {
@@ -457,7 +494,7 @@ fn manifest(path: PathBuf) -> PyResult<Vec<ManifestRow>> {
             };
             (f.path, f.size, f.sha256, stored.to_string(), f.stored_path)
         })
-        .collect())
+        .collect()
 }
 
 /// Make the C allocator keep freed memory for reuse, process-wide (what the
@@ -475,6 +512,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(compress_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(decompress_path, m)?)?;
     m.add_function(wrap_pyfunction!(verify_path, m)?)?;
+    m.add_function(wrap_pyfunction!(join_slices, m)?)?;
     m.add_function(wrap_pyfunction!(is_compressed_dir, m)?)?;
     m.add_function(wrap_pyfunction!(manifest, m)?)?;
     m.add_function(wrap_pyfunction!(keep_freed_memory, m)?)?;

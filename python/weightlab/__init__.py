@@ -13,10 +13,16 @@ and compress files or whole model directories::
     weightlab.compress_file("all-MiniLM-L6-v2/")         # -> all-MiniLM-L6-v2.wlab/
     weightlab.decompress_file("model.safetensors.wlab")  # -> model.safetensors
 
+and scale a directory out, one slice per process or machine::
+
+    weightlab.compress_file("big-model/", "big-model.wlab", shard=(i, n))   # for each i in 1..n
+    weightlab.join_slices("big-model.wlab")                                   # once all n are done
+
 The codecs are the Rust library's (no command-line tool is run). Errors are
 the exceptions of ``weightlab.errors``.
 """
 
+import operator
 import os
 
 from . import _native, errors
@@ -36,7 +42,21 @@ def _default_output(path, compress):
     return p[: -len(SUFFIX)]
 
 
-def compress_file(input, output=None, codec="auto", threads=0, overwrite=False, sync=False, progress=None, chunk_kib=4096):
+def _shard(shard):
+    if shard is None:
+        return None
+    try:
+        i, n = (operator.index(x) for x in shard)
+    except (TypeError, ValueError):
+        raise errors.InvalidInputError(
+            f"shard must be a pair (i, n) of integers with 1 <= i <= n, not {shard!r} (invalid input)") from None
+    if not 1 <= i <= n:
+        raise errors.InvalidInputError(f"shard ({i}, {n}): i must be 1 to n (invalid input)")
+    return (i, n)
+
+
+def compress_file(input, output=None, codec="auto", threads=0, overwrite=False, sync=False, progress=None, chunk_kib=4096,
+                  shard=None):
     """Compress a safetensors file (to ``FILE.wlab``) or a model directory
     (to ``DIR.wlab/``, a directory of the same shape with a manifest), as
     ``weightlab compress`` does.
@@ -46,11 +66,32 @@ def compress_file(input, output=None, codec="auto", threads=0, overwrite=False, 
     renamed into place. ``progress``: a callable ``progress(done_bytes,
     total_bytes)``, called before the work starts and when it is done (a
     directory is one call into the library: there are no steps between).
-    Returns ``{"files", "archives", "bytes", "stored_bytes"}``.
+    ``shard=(i, n)`` (a directory only): compress only slice ``i`` of ``n``
+    (1-based; deterministic, balanced by size) of its files and write that
+    slice's partial manifest ``weightlab-manifest.I-of-N.json``, as
+    ``weightlab compress DIR -o OUT --shard I/N``; once all ``n`` slices have
+    run into the same ``output``, :func:`join_slices` writes its manifest.
+    Returns ``{"files", "archives", "bytes", "stored_bytes"}`` (of this
+    slice only, with ``shard``).
     """
+    shard = _shard(shard)
     out = os.fspath(output) if output is not None else _default_output(input, True)
     return _native.compress_path(os.fspath(input), out, codec=codec, threads=int(threads), chunk_kib=int(chunk_kib),
-                                 overwrite=bool(overwrite), sync=bool(sync), progress=progress)
+                                 overwrite=bool(overwrite), sync=bool(sync), progress=progress, shard=shard)
+
+
+def join_slices(dir):
+    """Join the slices that ``compress_file(DIR, OUT, shard=(i, n))`` calls
+    (in any processes or machines) wrote into ``OUT``, as ``weightlab
+    join-slices OUT`` does: checks that all ``n`` slices of the same input
+    have finished, writes the manifest one unsliced call would have written
+    and removes the slices' partial manifests. A missing slice or one of
+    another job raises :class:`~weightlab.errors.InvalidInputError`.
+    Returns ``{"files", "archives", "bytes"}`` of the whole directory.
+    """
+    rows = _native.join_slices(os.fspath(dir))
+    return {"files": len(rows), "archives": sum(1 for r in rows if r[3] == "archive"),
+            "bytes": sum(r[1] for r in rows)}
 
 
 def decompress_file(input, output=None, threads=0, overwrite=False, sync=False, progress=None):
@@ -87,4 +128,4 @@ def keep_freed_memory():
     _native.keep_freed_memory()
 
 
-__all__ = ["safe_open", "compress_file", "decompress_file", "verify", "is_compressed_dir", "keep_freed_memory", "errors"] + errors.__all__
+__all__ = ["safe_open", "compress_file", "join_slices", "decompress_file", "verify", "is_compressed_dir", "keep_freed_memory", "errors"] + errors.__all__
