@@ -77,6 +77,7 @@ def main():
     ap.add_argument("--keep-freed-memory", action="store_true",
                     help="weightlab.keep_freed_memory() first (process-wide; what the CLI does)")
     a = ap.parse_args()
+    load_start = os.getloadavg()
     if a.keep_freed_memory:
         weightlab.keep_freed_memory()
 
@@ -186,8 +187,8 @@ def main():
             t_open_layer = best(open_and_layer, max(a.reps, 20))
 
     print(f"file: {a.file} ({size / 1e6:.1f} MB, {len(h)} tensors, mostly {major}); compress took {t_c:.2f} s")
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, threads={a.threads}; load average at the end "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; python {sys.version.split()[0]}, numpy {np.__version__}, "
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, threads={a.threads}; load average at the start "
+          f"{' '.join(f'{x:.2f}' for x in load_start)}, at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}; python {sys.version.split()[0]}, numpy {np.__version__}, "
           f"weightlab {weightlab.__version__}; best of {a.reps}"
           f"{'; keep_freed_memory' if a.keep_freed_memory else ''}")
     print()
