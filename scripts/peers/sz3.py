@@ -60,8 +60,14 @@ def setup(opts, info):
                 out[name] = sz.decompress(c[0], c[1], c[2])[0]
         return out
 
+    def finite(v):
+        return v if np.isfinite(v) else None
+
     def check(original, decoded):
         max_abs, max_rel, sum_sq, n, worst_ok = 0.0, 0.0, 0.0, 0, True
+        # errors on the scale of each tensor's values (as the runner's rmse_rel_std
+        # and max_abs_rel_absmax): numel-weighted mean of (rmse/std)^2, worst err/absmax
+        sum_std_sq, worst_absmax = 0.0, 0.0
         lo, hi = float("inf"), float("-inf")
         for name, (dt, shape, a, b) in info["tensors"].items():
             if name not in decoded:
@@ -74,6 +80,10 @@ def setup(opts, info):
             if nz.any():
                 max_rel = max(max_rel, float((err[nz] / np.abs(x[nz])).max()))
             sum_sq += float((err * err).sum())
+            t_rmse, t_std, t_absmax = float(np.sqrt((err * err).mean())), float(x.std()), float(np.abs(x).max())
+            sum_std_sq += (0.0 if t_rmse == 0 else (t_rmse / t_std if t_std > 0 else float("inf")) ** 2) * x.size
+            if err.max() > 0:
+                worst_absmax = max(worst_absmax, float(err.max()) / t_absmax if t_absmax > 0 else float("inf"))
             n += x.size
             lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
             limit = e if mode == szErrorBoundMode.ABS else e * float(x.max() - x.min())
@@ -81,7 +91,9 @@ def setup(opts, info):
         rmse = (sum_sq / max(n, 1)) ** 0.5
         psnr = None if rmse == 0 else 20 * np.log10(hi - lo) - 20 * np.log10(rmse)
         return {"max_abs_err": max_abs, "max_rel_err": max_rel, "rmse": rmse,
-                "psnr": None if psnr is None else float(psnr), "bound_held": worst_ok}
+                "psnr": None if psnr is None else float(psnr), "bound_held": worst_ok,
+                # JSON has no infinity: a constant tensor with an error gives null
+                "rmse_rel_std": finite((sum_std_sq / max(n, 1)) ** 0.5), "max_abs_rel_absmax": finite(worst_absmax)}
 
     def to_safetensors(original, decoded):
         # SZ3's float32 values cast back to each tensor's dtype (BF16 and F16

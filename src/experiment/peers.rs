@@ -117,6 +117,10 @@ pub struct PeerOutcome {
     #[serde(default)]
     pub psnr: Option<f64>,
     #[serde(default)]
+    pub rmse_rel_std: Option<f64>,
+    #[serde(default)]
+    pub max_abs_rel_absmax: Option<f64>,
+    #[serde(default)]
     pub bound_held: Option<bool>,
     /// A lossy Python peer asked for its decoded model (`PeerRun::decoded_out`)
     /// wrote it here, as safetensors of the original's layout.

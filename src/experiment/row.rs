@@ -55,6 +55,11 @@ pub struct ResultRow {
     pub mean_rel_err: Option<f64>,
     pub rmse: Option<f64>,
     pub psnr: Option<f64>,
+    /// RMSE / the standard deviation of the original values (a file: the
+    /// root of the numel-weighted mean of its tensors' squares).
+    pub rmse_rel_std: Option<f64>,
+    /// Max abs error / max |x| of the original values (a file: its worst tensor).
+    pub max_abs_rel_absmax: Option<f64>,
     /// Some(true/false) when a bound was declared and checked.
     pub bound_held: Option<bool>,
     /// Model fidelity (`[fidelity]`, whole-file cells; see `weightlab eval`):

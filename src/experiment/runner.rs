@@ -448,7 +448,7 @@ fn check_file(c: &dyn Codec, original: &[u8], decoded: &[u8]) -> Result<(bool, O
         return Ok((false, None, "decompressed file has a different tensor list".into()));
     }
     let (_, _, bound) = bound_of(c.fidelity());
-    let (mut n, mut sum_sq, mut sum_rel_n) = (0f64, 0f64, 0f64);
+    let (mut n, mut sum_sq, mut sum_rel_n, mut sum_std_sq) = (0f64, 0f64, 0f64, 0f64);
     let mut agg = ErrorStats { psnr: f64::INFINITY, bound_held: bound.map(|_| true), ..Default::default() };
     let mut ok = true;
     for (va, vb) in a.views().zip(b.views()) {
@@ -462,6 +462,8 @@ fn check_file(c: &dyn Codec, original: &[u8], decoded: &[u8]) -> Result<(bool, O
         n += k;
         sum_sq += s.rmse * s.rmse * k;
         sum_rel_n += s.mean_rel * k;
+        sum_std_sq += s.rmse_rel_std * s.rmse_rel_std * k;
+        agg.max_abs_rel_absmax = agg.max_abs_rel_absmax.max(s.max_abs_rel_absmax);
         agg.max_abs = agg.max_abs.max(s.max_abs);
         agg.max_rel = agg.max_rel.max(s.max_rel);
         agg.psnr = agg.psnr.min(s.psnr);
@@ -471,6 +473,7 @@ fn check_file(c: &dyn Codec, original: &[u8], decoded: &[u8]) -> Result<(bool, O
     }
     if n > 0.0 {
         agg.rmse = (sum_sq / n).sqrt();
+        agg.rmse_rel_std = (sum_std_sq / n).sqrt();
         agg.mean_rel = sum_rel_n / n;
         agg.n = n as u64;
     }
@@ -538,6 +541,8 @@ fn fill(row: &mut ResultRow, m: Measure) {
         row.mean_rel_err = Some(e.mean_rel);
         row.rmse = Some(e.rmse);
         row.psnr = e.psnr.is_finite().then_some(e.psnr);
+        row.rmse_rel_std = Some(e.rmse_rel_std);
+        row.max_abs_rel_absmax = Some(e.max_abs_rel_absmax);
         row.bound_held = e.bound_held;
     }
     if !m.note.is_empty() {
@@ -920,6 +925,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                     row.max_rel_err = o.max_rel_err;
                     row.rmse = o.rmse;
                     row.psnr = o.psnr;
+                    row.rmse_rel_std = o.rmse_rel_std;
+                    row.max_abs_rel_absmax = o.max_abs_rel_absmax;
                     row.bound_held = o.bound_held;
                 }
                 if let Some(p) = &o.decoded_path {

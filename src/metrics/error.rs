@@ -7,6 +7,10 @@
 //!   the pointwise-relative *bound* still requires x' = 0 where x = 0.
 //! - `value_range`: max - min of the finite x (SZ3's "range").
 //! - `rmse`: sqrt(mean (x - x')²) over finite x; `nrmse` = rmse / range;
+//!   `rmse_rel_std` = rmse / the standard deviation of the finite x, and
+//!   `max_abs_rel_absmax` = max_abs / max |x|: errors on the scale of the
+//!   tensor's own values, comparable across tensors and models (a pointwise
+//!   relative error is not: it grows without limit near zero);
 //!   `psnr` = 20 log10(range) - 10 log10(mse), as SZ3
 //!   `utils/Statistic.hpp::verify` computes it (infinite when mse = 0).
 //! - Non-finite values must come back exactly: NaN as a NaN (any payload),
@@ -39,6 +43,10 @@ pub struct ErrorStats {
     pub rmse: f64,
     pub psnr: f64,
     pub nrmse: f64,
+    /// rmse / standard deviation of the finite originals (0 when both are 0).
+    pub rmse_rel_std: f64,
+    /// max_abs / max |x| of the finite originals (0 when both are 0).
+    pub max_abs_rel_absmax: f64,
     pub value_range: f64,
     pub n_nonfinite_mismatch: u64,
     /// Elements that break the declared bound (non-finite mismatches included).
@@ -59,6 +67,9 @@ pub struct ErrorAccumulator {
     max_rel: f64,
     sum_rel: f64,
     sum_sq: f64,
+    /// Sums of the finite originals and their squares (the standard deviation).
+    sum_x: f64,
+    sum_x2: f64,
     min: f64,
     max: f64,
     nonfinite_mismatch: u64,
@@ -77,6 +88,8 @@ impl ErrorAccumulator {
             max_rel: 0.0,
             sum_rel: 0.0,
             sum_sq: 0.0,
+            sum_x: 0.0,
+            sum_x2: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             nonfinite_mismatch: 0,
@@ -99,6 +112,8 @@ impl ErrorAccumulator {
             return;
         }
         self.n_finite += 1;
+        self.sum_x += x;
+        self.sum_x2 += x * x;
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         let err = (x - y).abs();
@@ -184,6 +199,18 @@ impl ErrorAccumulator {
         } else {
             f64::INFINITY
         };
+        let nf = self.n_finite.max(1) as f64;
+        let std = (self.sum_x2 / nf - (self.sum_x / nf).powi(2)).max(0.0).sqrt();
+        let absmax = self.max.abs().max(self.min.abs());
+        let scaled = |err: f64, scale: f64| {
+            if err == 0.0 {
+                0.0
+            } else if scale > 0.0 && scale.is_finite() {
+                err / scale
+            } else {
+                f64::INFINITY
+            }
+        };
         let mut violations = self.violations;
         if let Some(ErrorBound::ValueRangeRel(e)) = self.bound
             && self.max_abs > e * range
@@ -201,6 +228,8 @@ impl ErrorAccumulator {
             rmse,
             psnr,
             nrmse,
+            rmse_rel_std: scaled(rmse, std),
+            max_abs_rel_absmax: scaled(self.max_abs, absmax),
             value_range: range,
             n_nonfinite_mismatch: self.nonfinite_mismatch,
             n_violations: violations,
@@ -254,6 +283,27 @@ mod tests {
 
     fn f32s(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn errors_on_the_scale_of_the_values() {
+        // std 1, absmax 1; one error of 0.1: rmse 0.05
+        let x = f32s(&[1.0, -1.0, 1.0, -1.0]);
+        let y = f32s(&[1.1, -1.0, 1.0, -1.0]);
+        let s = error_stats(DType::F32, &x, &y, None).unwrap();
+        assert!((s.rmse_rel_std - 0.05).abs() < 1e-6, "{s:?}");
+        assert!((s.max_abs_rel_absmax - 0.1).abs() < 1e-6, "{s:?}");
+        // the same errors on values a thousand times smaller are a thousand times worse
+        let x = f32s(&[1e-3, -1e-3, 1e-3, -1e-3]);
+        let y = f32s(&[1.1e-3, -1e-3, 1e-3, -1e-3]);
+        let t = error_stats(DType::F32, &x, &y, None).unwrap();
+        assert!((t.rmse_rel_std - 0.05).abs() < 1e-4 && (t.max_abs_rel_absmax - 0.1).abs() < 1e-4, "{t:?}");
+        // exact: zero; a constant tensor with an error: infinite
+        let e = error_stats(DType::F32, &x, &x, None).unwrap();
+        assert_eq!((e.rmse_rel_std, e.max_abs_rel_absmax), (0.0, 0.0));
+        let c = error_stats(DType::F32, &f32s(&[2.0; 4]), &f32s(&[2.0, 2.0, 2.0, 2.5]), None).unwrap();
+        assert_eq!(c.rmse_rel_std, f64::INFINITY);
+        assert!((c.max_abs_rel_absmax - 0.25).abs() < 1e-12);
     }
 
     #[test]

@@ -343,39 +343,49 @@ where
     Ok(())
 }
 
-/// Rate–distortion points of the lossy codecs: (family, [(error, ratio, codec)]).
+/// Rate–distortion points of the lossy codecs: (family, [(error, size %, codec)]).
 type RdSeries = Vec<(String, Vec<(f64, f64, String)>)>;
 
-fn rd_series(rows: &[ResultRow]) -> (RdSeries, RdSeries) {
-    let mut by: BTreeMap<&str, Vec<&ResultRow>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| !r.lossless && r.available && r.compressed_bytes.is_some()) {
-        by.entry(r.codec.as_str()).or_default().push(r);
+/// One model's rate–distortion panels: the model, its points against RMSE /
+/// std and against max abs error / absmax.
+type RdModel = (String, RdSeries, RdSeries);
+
+/// Rate–distortion per model (dataset:variant), one curve per codec family,
+/// from the whole-file cells when there are any, else each codec's tensor
+/// cells summed. Errors are on the scale of the tensors' values (see
+/// [`crate::metrics::error`]); points of different models never share a line.
+fn rd_series(rows: &[ResultRow]) -> Vec<RdModel> {
+    let lossy = |r: &&ResultRow| !r.lossless && r.available && r.compressed_bytes.is_some();
+    let files = rows.iter().filter(lossy).any(|r| r.tensor == "*");
+    let mut by: BTreeMap<(String, &str), Vec<&ResultRow>> = BTreeMap::new();
+    for r in rows.iter().filter(lossy).filter(|r| (r.tensor == "*") == files) {
+        by.entry((format!("{}:{}", r.dataset, r.variant), r.codec.as_str())).or_default().push(r);
     }
-    let mut rel: BTreeMap<String, Vec<(f64, f64, String)>> = BTreeMap::new();
-    let mut rmse: BTreeMap<String, Vec<(f64, f64, String)>> = BTreeMap::new();
-    for (codec, cells) in by {
-        let tensor: Vec<&ResultRow> = cells.iter().copied().filter(|r| r.tensor != "*").collect();
-        let cells = if tensor.is_empty() { cells } else { tensor };
+    type Fams = BTreeMap<String, Vec<(f64, f64, String)>>;
+    let mut models: BTreeMap<String, (Fams, Fams)> = BTreeMap::new();
+    for ((model, codec), cells) in by {
         let orig: u64 = cells.iter().map(|r| r.original_bytes).sum();
         let comp: u64 = cells.iter().filter_map(|r| r.compressed_bytes).sum();
         if orig == 0 {
             continue;
         }
-        let ratio = comp as f64 / orig as f64 * 100.0;
-        let family = codec.split([':', '>']).next().unwrap_or(codec).to_string();
-        let max_rel = cells.iter().filter_map(|r| r.max_rel_err).fold(f64::NAN, f64::max);
-        if max_rel.is_finite() && max_rel > 0.0 {
-            rel.entry(family.clone()).or_default().push((max_rel, ratio, codec.to_string()));
-        }
+        let size = comp as f64 / orig as f64 * 100.0;
+        let family = quality_family(codec);
+        let m = models.entry(model).or_default();
         let (se, n) = cells
             .iter()
-            .filter_map(|r| r.rmse.map(|e| (e * e * r.numel as f64, r.numel as f64)))
+            .filter_map(|r| r.rmse_rel_std.map(|e| (e * e * r.numel as f64, r.numel as f64)))
             .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
-        if n > 0.0 && se > 0.0 {
-            rmse.entry(family).or_default().push(((se / n).sqrt(), ratio, codec.to_string()));
+        let rel_std = (se / n).sqrt();
+        if n > 0.0 && rel_std > 0.0 && rel_std.is_finite() {
+            m.0.entry(family.clone()).or_default().push((rel_std, size, codec.to_string()));
+        }
+        let worst = cells.iter().filter_map(|r| r.max_abs_rel_absmax).fold(f64::NAN, f64::max);
+        if worst > 0.0 && worst.is_finite() {
+            m.1.entry(family).or_default().push((worst, size, codec.to_string()));
         }
     }
-    let sorted = |m: BTreeMap<String, Vec<(f64, f64, String)>>| -> RdSeries {
+    let sorted = |m: Fams| -> RdSeries {
         m.into_iter()
             .map(|(k, mut v)| {
                 v.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -383,12 +393,17 @@ fn rd_series(rows: &[ResultRow]) -> (RdSeries, RdSeries) {
             })
             .collect()
     };
-    (sorted(rel), sorted(rmse))
+    models
+        .into_iter()
+        .map(|(model, (a, b))| (model, sorted(a), sorted(b)))
+        .filter(|(_, a, b)| !a.is_empty() || !b.is_empty())
+        .collect()
 }
 
 fn draw_rd_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     s: &RdSeries,
+    caption: &str,
     xdesc: &str,
     fams: &[String],
 ) -> DrawResult
@@ -398,7 +413,7 @@ where
     let (xlo, xhi) = log_range(s.iter().flat_map(|(_, v)| v.iter().map(|p| p.0))).unwrap_or((1e-6, 1.0));
     let ymax = s.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("ratio vs {xdesc}"), ("sans-serif", 18))
+        .caption(caption, ("sans-serif", 15))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(60)
@@ -431,18 +446,25 @@ where
     Ok(())
 }
 
-fn draw_rd<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, rel: &RdSeries, rmse: &RdSeries) -> DrawResult
+fn draw_rd<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, models: &[RdModel]) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
-    let mut fams: Vec<String> = rel.iter().chain(rmse).map(|(f, _)| f.clone()).collect();
+    let mut fams: Vec<String> = models.iter().flat_map(|(_, a, b)| a.iter().chain(b).map(|(f, _)| f.clone())).collect();
     fams.sort();
     fams.dedup();
     let (top, rest) = root.split_vertically(36);
-    top.draw(&Text::new("Rate-distortion of the lossy codecs", (15, 8), ("sans-serif", 20).into_font()))?;
-    let (l, r) = rest.split_horizontally(rest.dim_in_pixel().0 / 2);
-    draw_rd_panel(&l, rel, "max relative error", &fams)?;
-    draw_rd_panel(&r, rmse, "RMSE", &fams)?;
+    top.draw(&Text::new(
+        "Rate-distortion of the lossy codecs, one column per model (errors on the scale of each tensor's values)",
+        (15, 8),
+        ("sans-serif", 18).into_font(),
+    ))?;
+    let areas = rest.split_evenly((2, models.len().max(1)));
+    let n = models.len().max(1);
+    for (k, (model, rel_std, absmax)) in models.iter().enumerate() {
+        draw_rd_panel(&areas[k], rel_std, &format!("{model}: RMSE / std"), "RMSE / standard deviation", &fams)?;
+        draw_rd_panel(&areas[n + k], absmax, &format!("{model}: max error / absmax"), "max abs error / max |x|", &fams)?;
+    }
     Ok(())
 }
 
@@ -626,12 +648,13 @@ fn write_all_charts(
         }
     }
 
-    let (rel, rmse) = rd_series(rows);
-    if !rel.is_empty() || !rmse.is_empty() {
-        both!(dir, "rate_distortion", (1400, 650), draw_rd(&rel, &rmse));
+    let rd = rd_series(rows);
+    if !rd.is_empty() {
+        let w = (80 + 520 * rd.len() as u32).max(1000);
+        both!(dir, "rate_distortion", (w, 1000), draw_rd(&rd));
         out.push(Chart {
             stem: "rate_distortion".into(),
-            title: "Rate-distortion: ratio vs max relative error and vs RMSE".into(),
+            title: "Rate-distortion per model: size vs RMSE / std and vs max abs error / absmax".into(),
         });
     }
     let panels = quality_panels(rows);
@@ -738,5 +761,43 @@ mod tests {
         assert_eq!(g, "whole files");
         let m: Vec<(String, f64)> = pts.iter().map(|p| (p.codec.clone(), p.mbps)).collect();
         assert_eq!(m, [("exp".to_string(), 800.0), ("peer:zstd-cli -3".to_string(), 600.0)]);
+    }
+
+    #[test]
+    fn rate_distortion_is_per_model_on_scaled_errors() {
+        let cell = |dataset: &str, codec: &str, bytes: u64, rel_std: f64, absmax: f64| ResultRow {
+            dataset: dataset.into(),
+            variant: "bf16".into(),
+            tensor: "*".into(),
+            codec: codec.into(),
+            available: true,
+            original_bytes: 1000,
+            numel: 500,
+            compressed_bytes: Some(bytes),
+            rmse_rel_std: Some(rel_std),
+            max_abs_rel_absmax: Some(absmax),
+            // a pointwise relative error near zero: not plotted any more
+            max_rel_err: Some(1e28),
+            ..Default::default()
+        };
+        let rows = vec![
+            cell("a", "sz:abs=1e-3", 300, 0.01, 0.1),
+            cell("a", "sz:abs=1e-2", 100, 0.1, 0.5),
+            cell("b", "sz:abs=1e-3", 400, 0.02, 0.2),
+            cell("b", "int8:block=32", 250, 0.005, 0.01),
+            ResultRow { lossless: true, ..cell("a", "zstd:level=3", 900, 0.0, 0.0) },
+        ];
+        let rd = rd_series(&rows);
+        let models: Vec<&str> = rd.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(models, ["a:bf16", "b:bf16"]);
+        // model a: one sz curve of two points in error order; no line reaches model b
+        assert_eq!(rd[0].1.len(), 1);
+        let xs: Vec<f64> = rd[0].1[0].1.iter().map(|p| p.0).collect();
+        assert_eq!(xs, [0.01, 0.1]);
+        assert_eq!(rd[1].1.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["int8", "sz"]);
+        assert_eq!(rd[1].2[1].1[0], (0.2, 40.0, "sz:abs=1e-3".to_string()));
+        let dir = tempfile::tempdir().unwrap();
+        let charts = write_charts(dir.path(), &rows, &ReportMeta::default()).unwrap();
+        assert!(charts.iter().any(|c| c.stem == "rate_distortion"));
     }
 }
