@@ -483,14 +483,26 @@ fn quality_loss(r: &ResultRow) -> Option<(&'static str, f64)> {
 
 /// The curve a cell belongs to on the quality chart: its codec's first stage
 /// (`round`, `sz`, `int8`, `fp8`…), `int8`/`int4` on all tensors apart from
-/// the selective ones, a peer by its name (`peer:sz3 abs=1e-3` is `sz3`).
+/// the selective ones, `sz` by its kind of bound (`sz abs`, `sz rel`), a
+/// peer by its name and bound (`peer:sz3 abs=1e-3` is `sz3 abs`).
 fn quality_family(codec: &str) -> String {
+    // an error-bounded sweep is one curve per kind of bound: `sz abs`, `sz rel`
+    let bound = |stage: &str| {
+        ["abs", "rel"].into_iter().find(|k| stage.split([':', ',', ' ']).any(|p| p.starts_with(&format!("{k}="))))
+    };
     if let Some(p) = codec.strip_prefix("peer:") {
-        return p.split_whitespace().next().unwrap_or(p).to_string();
+        let name = p.split_whitespace().next().unwrap_or(p);
+        return match bound(p) {
+            Some(k) => format!("{name} {k}"),
+            None => name.to_string(),
+        };
     }
-    let first = codec.split([':', '>']).next().unwrap_or(codec);
-    if codec.split('>').next().is_some_and(|s| s.contains("select=all")) {
+    let stage = codec.split('>').next().unwrap_or(codec);
+    let first = stage.split(':').next().unwrap_or(stage);
+    if stage.contains("select=all") {
         format!("{first} (all tensors)")
+    } else if let Some(k) = bound(stage).filter(|_| first == "sz") {
+        format!("{first} {k}")
     } else {
         first.to_string()
     }
@@ -706,7 +718,7 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].0, "emb:bf16");
         let fams: Vec<&str> = p[0].2.iter().map(|(f, _)| f.as_str()).collect();
-        assert_eq!(fams, ["round", "sz"]);
+        assert_eq!(fams, ["round", "sz abs"]);
         let round: Vec<f64> = p[0].2[0].1.iter().map(|x| x.0).collect();
         assert_eq!(round, [5.0, 9.0]);
         assert_eq!(p[1].2[0].1[0].1, 3.0, "|perplexity change|");
@@ -718,7 +730,10 @@ mod tests {
 
     #[test]
     fn quality_families_and_the_pareto_front() {
-        assert_eq!(quality_family("peer:sz3 abs=1e-3"), "sz3");
+        assert_eq!(quality_family("peer:sz3 abs=1e-3"), "sz3 abs");
+        assert_eq!(quality_family("peer:zipnn"), "zipnn");
+        assert_eq!(quality_family("sz:rel=1e-3,coder=rans,pred=auto>zstd:level=3"), "sz rel");
+        assert_eq!(quality_family("sz:abs=1e-3,coder=rans,pred=auto>zstd:level=3"), "sz abs");
         assert_eq!(quality_family("int4:block=32,select=all>exp:gain=2"), "int4 (all tensors)");
         assert_eq!(quality_family("int4:block=32>exp:gain=2"), "int4");
         assert_eq!(quality_family("round:bits=3"), "round");
@@ -794,7 +809,7 @@ mod tests {
         assert_eq!(rd[0].1.len(), 1);
         let xs: Vec<f64> = rd[0].1[0].1.iter().map(|p| p.0).collect();
         assert_eq!(xs, [0.01, 0.1]);
-        assert_eq!(rd[1].1.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["int8", "sz"]);
+        assert_eq!(rd[1].1.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["int8", "sz abs"]);
         assert_eq!(rd[1].2[1].1[0], (0.2, 40.0, "sz:abs=1e-3".to_string()));
         let dir = tempfile::tempdir().unwrap();
         let charts = write_charts(dir.path(), &rows, &ReportMeta::default()).unwrap();
