@@ -503,4 +503,3 @@ fn lying_lengths_of_the_stored_index_and_header_are_refused() {
     assert!(e.message().contains("stored safetensors header"), "{e}");
     assert!(decode(&lying).is_err());
 }
-

@@ -291,7 +291,9 @@ fn layout_groups_render_in_order_with_published() {
     let at = |s: &str| md.find(s).unwrap_or_else(|| panic!("summary.md lacks {s:?}:\n{md}"));
     assert!(at("## Test layout") < at("### Fast") && at("### Fast") < at("### Maximum"));
     assert!(at("### Maximum") < at("## Per codec, summed over tensors"));
-    assert!(md.contains("| codec | cells | ratio | order-0 floor | compress MB/s | decompress MB/s | verified | theirs (test) |"));
+    assert!(md.contains(
+        "| codec | cells | ratio | order-0 floor | compress MB/s | decompress MB/s | verified | theirs (test) |"
+    ));
 
     let fast = group_rows(&md, "Fast");
     assert_eq!(fast.len(), 4, "{fast:?}");

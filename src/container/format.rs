@@ -148,8 +148,7 @@ impl Section {
 /// zstd-compress `json` for storing, when that is smaller: the bytes to
 /// store and, when compressed, the length they decode to.
 pub fn pack_meta(json: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Option<u64>)> {
-    let z = zstd::bulk::compress(json, META_ZSTD_LEVEL)
-        .map_err(|e| Error::io("compressing the archive index", e))?;
+    let z = zstd::bulk::compress(json, META_ZSTD_LEVEL).map_err(|e| Error::io("compressing the archive index", e))?;
     Ok(if z.len() < json.len() { (z.into(), Some(json.len() as u64)) } else { (json.into(), None) })
 }
 

@@ -343,8 +343,11 @@ where
     Ok(())
 }
 
+/// One curve of a chart: a family and its points (x, y, codec).
+type Curve = (String, Vec<(f64, f64, String)>);
+
 /// Rate–distortion points of the lossy codecs: (family, [(error, size %, codec)]).
-type RdSeries = Vec<(String, Vec<(f64, f64, String)>)>;
+type RdSeries = Vec<Curve>;
 
 /// One model's rate–distortion panels: the model, its points against RMSE /
 /// std and against max abs error / absmax.
@@ -463,7 +466,13 @@ where
     let n = models.len().max(1);
     for (k, (model, rel_std, absmax)) in models.iter().enumerate() {
         draw_rd_panel(&areas[k], rel_std, &format!("{model}: RMSE / std"), "RMSE / standard deviation", &fams)?;
-        draw_rd_panel(&areas[n + k], absmax, &format!("{model}: max error / absmax"), "max abs error / max |x|", &fams)?;
+        draw_rd_panel(
+            &areas[n + k],
+            absmax,
+            &format!("{model}: max error / absmax"),
+            "max abs error / max |x|",
+            &fams,
+        )?;
     }
     Ok(())
 }
@@ -510,7 +519,7 @@ fn quality_family(codec: &str) -> String {
 
 /// The Pareto front of a panel: the points no other beats on both bits per
 /// weight and quality loss, in order of bits.
-fn quality_front(series: &[(String, Vec<(f64, f64, String)>)]) -> Vec<(f64, f64)> {
+fn quality_front(series: &[Curve]) -> Vec<(f64, f64)> {
     let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, v)| v.iter().map(|p| (p.0, p.1))).collect();
     // pareto_front maximises x: fewer bits is better
     let neg: Vec<(f64, f64)> = all.iter().map(|p| (-p.0, p.1)).collect();
@@ -620,7 +629,9 @@ fn write_all_charts(
         both!(dir, "ratio_vs_decompress", (1100, 700), draw_pareto(&pts, &t));
         out.push(Chart {
             stem: "ratio_vs_decompress".into(),
-            title: format!("Ratio vs decompression throughput ({granularity}: total bytes / total time), Pareto front in red"),
+            title: format!(
+                "Ratio vs decompression throughput ({granularity}: total bytes / total time), Pareto front in red"
+            ),
         });
     }
 

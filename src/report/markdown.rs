@@ -56,7 +56,9 @@ fn aggregates() -> Vec<(&'static str, Expr)> {
         ("se_n", col("numel").filter(col("rmse").is_not_null()).sum().alias("se_n")),
         (
             "se_std_sum",
-            (col("rmse_rel_std") * col("rmse_rel_std") * col("numel").cast(DataType::Float64)).sum().alias("se_std_sum"),
+            (col("rmse_rel_std") * col("rmse_rel_std") * col("numel").cast(DataType::Float64))
+                .sum()
+                .alias("se_std_sum"),
         ),
         ("se_std_n", col("numel").filter(col("rmse_rel_std").is_not_null()).sum().alias("se_std_n")),
         ("max_rel_absmax", col("max_abs_rel_absmax").max().alias("max_rel_absmax")),
@@ -505,9 +507,11 @@ fn claims_section(rows: &[ResultRow]) -> String {
     };
     let size = |r: &ResultRow| r.ratio.map_or(DASH.to_string(), |x| format!("{:.2} %", 100.0 * x));
     let first = |r: &ResultRow| r.codec.split([':', '>']).next().unwrap_or("").to_string();
-    let mut s = String::from("## The seeds' lossy claims beside our measurements
+    let mut s = String::from(
+        "## The seeds' lossy claims beside our measurements
 
-");
+",
+    );
 
     s += "**A commercial BF16 service** (seed 004): \"1.06% relative error\" at 47 % of the size, \"+0.077% increase in perplexity\". Ours: per BF16 model, the `round` or `sz` cell whose mean relative error (mean over the weights of |error| / |value|, zeros excluded) is nearest 1.06 %.\n\n";
     s += "| model | our cell | mean relative error | size | what it does to the model |\n|---|---|---:|---:|---|\n";
@@ -958,7 +962,8 @@ mod tests {
 
     #[test]
     fn claims_rows_pick_the_nearest_cells() {
-        let with = |r: ResultRow, rel: f64, bound: &str| ResultRow { mean_rel_err: Some(rel), bound: bound.into(), ..r };
+        let with =
+            |r: ResultRow, rel: f64, bound: &str| ResultRow { mean_rel_err: Some(rel), bound: bound.into(), ..r };
         let rows = vec![
             with(row("lm", "round:bits=3", 300, None, Some(0.5)), 0.02, "rel<=6.25e-2"),
             with(row("lm", "round:bits=4", 350, None, Some(0.08)), 0.011, "rel<=3.12e-2"),
