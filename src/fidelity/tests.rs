@@ -159,3 +159,58 @@ fn targets_and_unknown_datasets() {
     let e = Evaluator::new(gguf::DATASET, "original", None, &opts()).err().unwrap();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
 }
+
+/// The runner's `[fidelity]` cells run the model on the file the measured
+/// archive decoded to: the same metrics `weightlab eval` gives for that codec
+/// (same chunking, same archive), the lossless control exact. The runner
+/// fetches through the default cache (`$WEIGHTLAB_CACHE`, else
+/// ~/.cache/weightlab), as `just run` does.
+#[test]
+fn the_runner_runs_the_model_on_the_cell_it_decoded() {
+    use crate::experiment::{Experiment, runner};
+    let all = match texts::default_embedding_texts(&opts()) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::Network => {
+            eprintln!("SKIPPED: the embedding texts could not be fetched here ({})", e.message());
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let texts = all[..16].to_vec();
+    let Some(ev) = evaluator("all-minilm-l6-v2", "original", Some(texts.clone())) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let texts_path = dir.path().join("texts.txt");
+    std::fs::write(&texts_path, texts.join("\n") + "\n").unwrap();
+    let toml = format!(
+        "name = \"fidelity-test\"\n\
+         datasets = [{{ name = \"all-minilm-l6-v2\", variants = [\"original\"] }}]\n\
+         codecs = [\"zstd:level=3\", \"round:bits=3\"]\n\
+         granularity = \"file\"\nreps = 1\nwarmup = false\n\
+         [fidelity]\nlossless = true\ntexts = {:?}\n",
+        texts_path.display().to_string()
+    );
+    let exp = Experiment::parse(&toml, "test", dir.path()).unwrap();
+    let opts = runner::RunOptions { fresh: true, out_dir: Some(dir.path().join("out")), ..Default::default() };
+    let rep = match runner::run(&exp, &opts) {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::Network => {
+            eprintln!("SKIPPED: the runner could not fetch MiniLM into the default cache ({})", e.message());
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let cell = |codec: &str| {
+        rep.rows.iter().find(|r| r.file == "model.safetensors" && r.codec.starts_with(codec)).unwrap().clone()
+    };
+    let control = cell("zstd:level=3");
+    assert!(control.verified && control.lossless);
+    assert_eq!((control.cosine_min, control.top10_agreement), (Some(1.0), Some(1.0)));
+    let lossy = cell("round:bits=3");
+    let want = ev.evaluate("round:bits=3", 0).unwrap();
+    assert_eq!(lossy.cosine_mean, want.metrics.cosine_mean);
+    assert_eq!(lossy.cosine_min, want.metrics.cosine_min);
+    assert_eq!(lossy.top10_agreement, want.metrics.top10_agreement);
+    assert!(lossy.cosine_mean.unwrap() < 1.0);
+    assert_eq!(lossy.compressed_bytes, Some(want.archive_bytes));
+    assert!((lossy.bits_per_weight.unwrap() - want.bits_per_weight).abs() < 1e-12);
+}
