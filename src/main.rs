@@ -38,9 +38,7 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 2/8")?;
     let (i, n): (usize, usize) =
         (i.parse().map_err(|_| "I is not a number")?, n.parse().map_err(|_| "N is not a number")?);
-    if n == 0 || i == 0 || i > n || n > 65536 {
-        return Err(format!("{i}/{n}: I must be 1 to N, N 1 to 65536"));
-    }
+    weightlab::repo::check_slice(i, n).map_err(|e| e.message().to_string())?;
     Ok((i, n))
 }
 

@@ -241,6 +241,19 @@ pub fn compress_dir(input: &Path, output: &Path, opts: &CompressOptions, wopts: 
     compress_dir_slice(input, output, opts, wopts, None)
 }
 
+/// The most slices a repository is cut into (`--shard I/N`).
+pub const MAX_SLICES: usize = 65536;
+
+/// A slice `(i, n)` as `--shard I/N` takes it: I from 1 to N, N from 1 to
+/// [`MAX_SLICES`]. The CLI, the Python package and [`compress_dir_slice`]
+/// all check it here.
+pub fn check_slice(i: usize, n: usize) -> Result<()> {
+    if n == 0 || i == 0 || i > n || n > MAX_SLICES {
+        return Err(Error::invalid(format!("{i}/{n}: I must be 1 to N, N 1 to {MAX_SLICES}")));
+    }
+    Ok(())
+}
+
 /// [`compress_dir`] of one slice `(i, n)` of the files (`--shard I/N`):
 /// slices run as separate processes or machines into one output directory,
 /// each writing its partial manifest; [`join_slices`] makes the whole one.
@@ -252,10 +265,8 @@ pub fn compress_dir_slice(
     slice: Option<(usize, usize)>,
 ) -> Result<RepoReport> {
     check_dirs(input, output)?;
-    if let Some((i, n)) = slice
-        && (n == 0 || i == 0 || i > n)
-    {
-        return Err(Error::invalid(format!("--shard {i}/{n}: I must be 1 to N")));
+    if let Some((i, n)) = slice {
+        check_slice(i, n)?;
     }
     let manifest_name = slice.map_or_else(|| MANIFEST_NAME.to_string(), |(i, n)| slice_manifest_name(i, n));
     if !wopts.overwrite && std::fs::symlink_metadata(output.join(&manifest_name)).is_ok() {

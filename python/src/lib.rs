@@ -306,12 +306,10 @@ fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-/// The CLI's bounds of `--shard I/N`: I from 1 to N, N from 1 to 65536.
+/// The CLI's bounds of `--shard I/N` ([`repo::check_slice`]).
 fn shard_arg(shard: Option<(usize, usize)>) -> PyResult<Option<(usize, usize)>> {
-    if let Some((i, n)) = shard
-        && (n == 0 || i == 0 || i > n || n > 65536)
-    {
-        return Err(to_py(Error::invalid(format!("shard ({i}, {n}): I must be 1 to N, N 1 to 65536"))));
+    if let Some((i, n)) = shard {
+        repo::check_slice(i, n).map_err(|e| to_py(Error::invalid(format!("shard: {}", e.message()))))?;
     }
     Ok(shard)
 }
