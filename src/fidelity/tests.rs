@@ -14,15 +14,26 @@ fn opts() -> FetchOptions {
     FetchOptions { cache_dir: Some(cache), hub: false, ..FetchOptions::default() }
 }
 
-fn evaluator(dataset: &str, variant: &str, texts: Option<Vec<String>>) -> Option<Evaluator> {
-    match Evaluator::new(dataset, variant, texts, &opts()) {
-        Ok(e) => Some(e),
+/// `r`'s value; `None` with a `SKIPPED` line when `what` could not be
+/// fetched here (a network error); any other error fails the test.
+fn fetched<T>(r: Result<T>, what: &str) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
         Err(e) if e.kind() == ErrorKind::Network => {
-            eprintln!("SKIPPED: {dataset}:{variant} could not be fetched here ({})", e.message());
+            eprintln!("SKIPPED: {what} could not be fetched here ({})", e.message());
             None
         }
-        Err(e) => panic!("{dataset}:{variant}: {e}"),
+        Err(e) => panic!("{what}: {e}"),
     }
+}
+
+fn evaluator(dataset: &str, variant: &str, texts: Option<Vec<String>>) -> Option<Evaluator> {
+    fetched(Evaluator::new(dataset, variant, texts, &opts()), &format!("{dataset}:{variant}"))
+}
+
+/// The default embedding texts (300 speeches of Hamlet).
+fn embedding_texts() -> Option<Vec<String>> {
+    fetched(texts::default_embedding_texts(&opts()), "the embedding texts")
 }
 
 fn bits(v: &[Vec<f32>]) -> Vec<u32> {
@@ -32,14 +43,7 @@ fn bits(v: &[Vec<f32>]) -> Vec<u32> {
 #[test]
 fn minilm_lossless_is_exact_and_lossy_is_close() {
     // the default set has its 300 texts; the model runs on the first 64 (CI time)
-    let all = match texts::default_embedding_texts(&opts()) {
-        Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::Network => {
-            eprintln!("SKIPPED: the embedding texts could not be fetched here ({})", e.message());
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let Some(all) = embedding_texts() else { return };
     assert_eq!(all.len(), texts::N_TEXTS);
     let Some(ev) = evaluator("all-minilm-l6-v2", "original", Some(all[..64].to_vec())) else { return };
     assert_eq!(ev.inputs().len(), 64);
@@ -74,14 +78,7 @@ fn minilm_lossless_is_exact_and_lossy_is_close() {
 #[test]
 fn embeddinggemma_lossless_is_exact_and_lossy_is_close() {
     // 16 of the 300 texts (CI time: the model is 1.2 GB, fetched once into the cache)
-    let all = match texts::default_embedding_texts(&opts()) {
-        Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::Network => {
-            eprintln!("SKIPPED: the embedding texts could not be fetched here ({})", e.message());
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let Some(all) = embedding_texts() else { return };
     let Some(ev) = evaluator(gemma::DATASET, "original", Some(all[..16].to_vec())) else { return };
     let orig = ev.original_embeddings().unwrap();
     assert_eq!(orig[0].len(), 768);
@@ -108,14 +105,8 @@ fn embeddinggemma_lossless_is_exact_and_lossy_is_close() {
 #[test]
 fn smollm2_lossless_is_exact_and_lossy_moves_perplexity() {
     // a short text keeps the test cheap: one window of a few hundred tokens
-    let text: Vec<String> = match texts::default_lm_text(&opts()) {
-        Ok(t) => t.lines().take(120).map(String::from).collect(),
-        Err(e) if e.kind() == ErrorKind::Network => {
-            eprintln!("SKIPPED: the perplexity text could not be fetched here ({})", e.message());
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let Some(text) = fetched(texts::default_lm_text(&opts()), "the perplexity text") else { return };
+    let text: Vec<String> = text.lines().take(120).map(String::from).collect();
     let Some(ev) = evaluator(gguf::DATASET, "bf16", Some(text)) else { return };
     assert!(ev.derived);
     let n: usize = ev.inputs().iter().map(Vec::len).sum();
@@ -168,14 +159,7 @@ fn targets_and_unknown_datasets() {
 #[test]
 fn the_runner_runs_the_model_on_the_cell_it_decoded() {
     use crate::experiment::{Experiment, runner};
-    let all = match texts::default_embedding_texts(&opts()) {
-        Ok(t) => t,
-        Err(e) if e.kind() == ErrorKind::Network => {
-            eprintln!("SKIPPED: the embedding texts could not be fetched here ({})", e.message());
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let Some(all) = embedding_texts() else { return };
     let texts = all[..16].to_vec();
     let Some(ev) = evaluator("all-minilm-l6-v2", "original", Some(texts.clone())) else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -191,14 +175,7 @@ fn the_runner_runs_the_model_on_the_cell_it_decoded() {
     );
     let exp = Experiment::parse(&toml, "test", dir.path()).unwrap();
     let opts = runner::RunOptions { fresh: true, out_dir: Some(dir.path().join("out")), ..Default::default() };
-    let rep = match runner::run(&exp, &opts) {
-        Ok(r) => r,
-        Err(e) if e.kind() == ErrorKind::Network => {
-            eprintln!("SKIPPED: the runner could not fetch MiniLM into the default cache ({})", e.message());
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    };
+    let Some(rep) = fetched(runner::run(&exp, &opts), "MiniLM (the runner, into the default cache)") else { return };
     let cell = |codec: &str| {
         rep.rows.iter().find(|r| r.file == "model.safetensors" && r.codec.starts_with(codec)).unwrap().clone()
     };
