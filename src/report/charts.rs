@@ -95,15 +95,24 @@ struct CodecPoint {
     mbps: f64,
 }
 
+/// The measured cells among `cells` that a chart plots: its whole-file
+/// cells when it has any, else its tensor cells (one granularity per chart),
+/// and whether they are whole files.
+fn one_granularity<'a>(cells: impl Iterator<Item = &'a ResultRow>) -> (Vec<&'a ResultRow>, bool) {
+    let measured: Vec<&ResultRow> = cells.filter(|r| r.available && r.compressed_bytes.is_some()).collect();
+    let files = measured.iter().any(|r| r.tensor == "*");
+    (measured.into_iter().filter(|r| (r.tensor == "*") == files).collect(), files)
+}
+
 /// Per codec: summed ratio and decompression throughput (the cells' bytes
 /// over their total time, each cell at its median repetition), all from one
 /// granularity: the whole-file cells when the rows have any (our codecs and
 /// the command-line peers then stand on the same footing), else the tensor
 /// cells. Returns the points and the granularity's name for the title.
 fn codec_points(rows: &[ResultRow]) -> (Vec<CodecPoint>, &'static str) {
-    let files = rows.iter().any(|r| r.tensor == "*" && r.available && r.compressed_bytes.is_some());
+    let (cells, files) = one_granularity(rows.iter());
     let mut by: BTreeMap<&str, Vec<&ResultRow>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.available && r.compressed_bytes.is_some() && (r.tensor == "*") == files) {
+    for r in cells {
         by.entry(r.codec.as_str()).or_default().push(r);
     }
     let pts = by
@@ -349,6 +358,42 @@ type Curve = (String, Vec<(f64, f64, String)>);
 /// Rate–distortion points of the lossy codecs: (family, [(error, size %, codec)]).
 type RdSeries = Vec<Curve>;
 
+/// Points grouped by family.
+type Families = BTreeMap<String, Vec<(f64, f64, String)>>;
+
+/// A chart's curves: each family's points in x order.
+fn curves(fams: Families) -> Vec<Curve> {
+    fams.into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (k, v)
+        })
+        .collect()
+}
+
+/// Every family of a chart's curves, sorted, once (a family's colour is
+/// its place here, the same in every panel).
+fn family_names<'a>(curves: impl Iterator<Item = &'a Curve>) -> Vec<String> {
+    let mut fams: Vec<String> = curves.map(|(f, _)| f.clone()).collect();
+    fams.sort();
+    fams.dedup();
+    fams
+}
+
+/// Draw `title` across the top of `root`; the area below it.
+fn titled<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    size: u32,
+) -> std::result::Result<DrawingArea<DB, Shift>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let (top, rest) = root.split_vertically(36);
+    top.draw(&Text::new(title, (15, 8), ("sans-serif", size).into_font()))?;
+    Ok(rest)
+}
+
 /// One model's rate–distortion panels: the model, its points against RMSE /
 /// std and against max abs error / absmax.
 type RdModel = (String, RdSeries, RdSeries);
@@ -358,14 +403,11 @@ type RdModel = (String, RdSeries, RdSeries);
 /// cells summed. Errors are on the scale of the tensors' values (see
 /// [`crate::metrics::error`]); points of different models never share a line.
 fn rd_series(rows: &[ResultRow]) -> Vec<RdModel> {
-    let lossy = |r: &&ResultRow| !r.lossless && r.available && r.compressed_bytes.is_some();
-    let files = rows.iter().filter(lossy).any(|r| r.tensor == "*");
     let mut by: BTreeMap<(String, &str), Vec<&ResultRow>> = BTreeMap::new();
-    for r in rows.iter().filter(lossy).filter(|r| (r.tensor == "*") == files) {
+    for r in one_granularity(rows.iter().filter(|r| !r.lossless)).0 {
         by.entry((format!("{}:{}", r.dataset, r.variant), r.codec.as_str())).or_default().push(r);
     }
-    type Fams = BTreeMap<String, Vec<(f64, f64, String)>>;
-    let mut models: BTreeMap<String, (Fams, Fams)> = BTreeMap::new();
+    let mut models: BTreeMap<String, (Families, Families)> = BTreeMap::new();
     for ((model, codec), cells) in by {
         let orig: u64 = cells.iter().map(|r| r.original_bytes).sum();
         let comp: u64 = cells.iter().filter_map(|r| r.compressed_bytes).sum();
@@ -388,17 +430,9 @@ fn rd_series(rows: &[ResultRow]) -> Vec<RdModel> {
             m.1.entry(family).or_default().push((worst, size, codec.to_string()));
         }
     }
-    let sorted = |m: Fams| -> RdSeries {
-        m.into_iter()
-            .map(|(k, mut v)| {
-                v.sort_by(|a, b| a.0.total_cmp(&b.0));
-                (k, v)
-            })
-            .collect()
-    };
     models
         .into_iter()
-        .map(|(model, (a, b))| (model, sorted(a), sorted(b)))
+        .map(|(model, (a, b))| (model, curves(a), curves(b)))
         .filter(|(_, a, b)| !a.is_empty() || !b.is_empty())
         .collect()
 }
@@ -453,15 +487,12 @@ fn draw_rd<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, models: &[RdModel]
 where
     DB::ErrorType: 'static,
 {
-    let mut fams: Vec<String> = models.iter().flat_map(|(_, a, b)| a.iter().chain(b).map(|(f, _)| f.clone())).collect();
-    fams.sort();
-    fams.dedup();
-    let (top, rest) = root.split_vertically(36);
-    top.draw(&Text::new(
+    let fams = family_names(models.iter().flat_map(|(_, a, b)| a.iter().chain(b)));
+    let rest = titled(
+        root,
         "Rate-distortion of the lossy codecs, one column per model (errors on the scale of each tensor's values)",
-        (15, 8),
-        ("sans-serif", 18).into_font(),
-    ))?;
+        18,
+    )?;
     let areas = rest.split_evenly((2, models.len().max(1)));
     let n = models.len().max(1);
     for (k, (model, rel_std, absmax)) in models.iter().enumerate() {
@@ -479,7 +510,7 @@ where
 
 /// One panel of the model-quality chart: a model, its quality-loss measure,
 /// and per codec family the points (bits per weight, loss, codec).
-type QualityPanel = (String, &'static str, Vec<(String, Vec<(f64, f64, String)>)>);
+type QualityPanel = (String, &'static str, Vec<Curve>);
 
 /// The quality loss of a whole-file cell with model metrics: 1 - mean cosine
 /// (sentence embeddings) or |perplexity change| in % (causal LM).
@@ -532,7 +563,6 @@ fn quality_front(series: &[Curve]) -> Vec<(f64, f64)> {
 /// family's points in order of bits per weight. Zero losses (lossless, or
 /// below the metric's resolution) cannot sit on the log axis and are left out.
 fn quality_panels(rows: &[ResultRow]) -> Vec<QualityPanel> {
-    type Families = BTreeMap<String, Vec<(f64, f64, String)>>;
     let mut by: BTreeMap<String, (&'static str, Families)> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.tensor == "*" && r.available) {
         let (Some(bpw), Some((what, loss))) = (r.bits_per_weight, quality_loss(r)) else { continue };
@@ -543,33 +573,16 @@ fn quality_panels(rows: &[ResultRow]) -> Vec<QualityPanel> {
         let e = by.entry(model).or_insert((what, BTreeMap::new()));
         e.1.entry(quality_family(&r.codec)).or_default().push((bpw, loss, r.codec.clone()));
     }
-    by.into_iter()
-        .map(|(model, (what, fams))| {
-            let fams = fams
-                .into_iter()
-                .map(|(f, mut v)| {
-                    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    (f, v)
-                })
-                .collect();
-            (model, what, fams)
-        })
-        .collect()
+    by.into_iter().map(|(model, (what, fams))| (model, what, curves(fams))).collect()
 }
 
 fn draw_quality<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[QualityPanel]) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
-    let mut fams: Vec<String> = panels.iter().flat_map(|p| p.2.iter().map(|(f, _)| f.clone())).collect();
-    fams.sort();
-    fams.dedup();
-    let (top, rest) = root.split_vertically(36);
-    top.draw(&Text::new(
-        "Quality loss vs bits per weight, Pareto front ringed (lossless: zero loss, not drawn)",
-        (15, 8),
-        ("sans-serif", 16).into_font(),
-    ))?;
+    let fams = family_names(panels.iter().flat_map(|p| p.2.iter()));
+    let rest =
+        titled(root, "Quality loss vs bits per weight, Pareto front ringed (lossless: zero loss, not drawn)", 16)?;
     let areas = rest.split_evenly((1, panels.len().max(1)));
     for ((model, what, series), area) in panels.iter().zip(&areas) {
         let pts = || series.iter().flat_map(|(_, v)| v.iter());
