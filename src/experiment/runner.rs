@@ -608,14 +608,21 @@ fn evaluators(exp: &Experiment, _files: &[InputFile], _model_files: &[bool], _pr
     }
 }
 
+/// Whether `[fidelity]` runs the model on a whole-file cell of codec (or
+/// peer label) `spec` of input file `fi`: the file has an evaluator, and the
+/// section takes the cell (its `codecs`, and `lossless` for lossless cells).
+fn model_runs(exp: &Experiment, evs: &Evaluators, fi: usize, spec: &str, lossless: bool) -> bool {
+    let (Some(f), Some(Some(_))) = (&exp.fidelity, evs.get(fi)) else { return false };
+    (f.lossless || !lossless) && (f.codecs.is_empty() || f.codecs.iter().any(|c| c == spec))
+}
+
 /// Add the model metrics of a whole-file cell to its row: the model runs on
 /// `decoded`, the file the cell's archive (or a peer's) gave back, whose size
 /// is the row's `compressed_bytes`.
 #[cfg(feature = "fidelity")]
 fn add_fidelity(exp: &Experiment, evs: &Evaluators, fi: usize, spec: &str, decoded: &[u8], row: &mut ResultRow) {
-    let (Some(f), Some(Some(ev))) = (&exp.fidelity, evs.get(fi)) else { return };
-    let Some(compressed) = row.compressed_bytes else { return };
-    if (row.lossless && !f.lossless) || !(f.codecs.is_empty() || f.codecs.iter().any(|c| c == spec)) {
+    let (Some(Some(ev)), Some(compressed)) = (evs.get(fi), row.compressed_bytes) else { return };
+    if !model_runs(exp, evs, fi, spec, row.lossless) {
         return;
     }
     let measured = crate::fidelity::n_weights(ev.original()).and_then(|n| Ok((n, ev.metrics(decoded)?)));
@@ -897,7 +904,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunReport> {
                         warmup: exp.warmup,
                         threads,
                         work_dir: &peer_dir,
-                        decoded_out: evs.get(fi).is_some_and(|e| e.is_some()).then_some(decoded_out.as_path()),
+                        // only a lossy peer writes it, and only for a cell the model runs on
+                        decoded_out: model_runs(exp, &evs, fi, &p.label(), false).then_some(decoded_out.as_path()),
                     },
                 );
                 row.available = o.available;
