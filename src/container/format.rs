@@ -145,10 +145,10 @@ impl Section {
     }
 }
 
-/// zstd-compress `json` for storing, when that is smaller: the bytes to
-/// store and, when compressed, the length they decode to.
-pub fn pack_meta(json: &[u8]) -> Result<(std::borrow::Cow<'_, [u8]>, Option<u64>)> {
-    let z = zstd::bulk::compress(json, META_ZSTD_LEVEL).map_err(|e| Error::io("compressing the archive index", e))?;
+/// zstd-compress `json` (`what`: for the error) for storing, when that is
+/// smaller: the bytes to store and, when compressed, the length they decode to.
+pub fn pack_meta<'a>(json: &'a [u8], what: &str) -> Result<(std::borrow::Cow<'a, [u8]>, Option<u64>)> {
+    let z = zstd::bulk::compress(json, META_ZSTD_LEVEL).map_err(|e| Error::io(format!("compressing {what}"), e))?;
     Ok(if z.len() < json.len() { (z.into(), Some(json.len() as u64)) } else { (json.into(), None) })
 }
 

@@ -323,7 +323,7 @@ fn compress_body<'s, W: Write + Send + 's>(
 
     // The rest needs the file's hash.
     Ok(move |file_sha: String| {
-        let (stored, raw_len) = pack_meta(st.header_bytes)?;
+        let (stored, raw_len) = pack_meta(st.header_bytes, "the safetensors header")?;
         let header = Section { offset: w.pos, len: stored.len() as u64, xxh3: xxh3_64(&stored), raw_len };
         w.write_all(&stored).map_err(io_err)?;
         let index = Index {
@@ -336,7 +336,7 @@ fn compress_body<'s, W: Write + Send + 's>(
             tensors: records,
         };
         let json = serde_json::to_vec(&index).map_err(|e| Error::invalid(format!("serializing the index: {e}")))?;
-        let (stored, json_len) = pack_meta(&json)?;
+        let (stored, json_len) = pack_meta(&json, "the archive index")?;
         let trailer = Trailer {
             index_offset: w.pos,
             index_len: stored.len() as u64,
