@@ -253,7 +253,7 @@ pub fn codec_decode(data: &[u8]) {
 /// tensor by random access, as `extract` does.
 fn open_and_decode(bytes: &[u8]) {
     let Ok(archive) = Archive::open(bytes) else { return };
-    let opts = DecodeOptions { check_tensor_hashes: true, check_file_hash: true, progress: false };
+    let opts = DecodeOptions { check_tensor_hashes: true, check_file_hash: true, check_stored: true, progress: false };
     let streamed = pool().install(|| archive.stream(&mut std::io::sink(), &opts));
     for t in 0..archive.index.tensors.len().min(64) {
         let r = pool().install(|| archive.read_tensor(t));
@@ -654,7 +654,7 @@ pub fn safetensors(data: &[u8]) {
     };
     let a = Archive::open(&archive).unwrap_or_else(|e| panic!("a fresh archive ({spec}) does not open: {e}"));
     let mut out = Vec::new();
-    let opts = DecodeOptions { check_tensor_hashes: true, check_file_hash: true, progress: false };
+    let opts = DecodeOptions { check_tensor_hashes: true, check_file_hash: true, check_stored: true, progress: false };
     pool()
         .install(|| a.stream(&mut out, &opts))
         .unwrap_or_else(|e| panic!("a fresh archive ({spec}) does not decode: {e}"));

@@ -728,7 +728,12 @@ fn decompress_one(
         Target::Stdout => {
             let map = map_for_stdout(input)?;
             let a = Archive::open(map.bytes()).with_context(|| input.display().to_string())?;
-            let opts = container::DecodeOptions { check_tensor_hashes: false, check_file_hash: false, progress };
+            let opts = container::DecodeOptions {
+                check_tensor_hashes: false,
+                check_file_hash: false,
+                check_stored: false,
+                progress,
+            };
             let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
             let r = weightlab::progress::with_threads(threads, || a.stream(&mut w, &opts))??;
             std::io::Write::flush(&mut w).map_err(|e| weightlab::Error::io("writing to stdout", e))?;

@@ -40,7 +40,10 @@ fn compress(file: &[u8], codec: &str, chunk: usize) -> Vec<u8> {
 fn decode(archive: &[u8]) -> weightlab::Result<Vec<u8>> {
     let a = Archive::open(archive)?;
     let mut out = Vec::new();
-    a.stream(&mut out, &DecodeOptions { check_tensor_hashes: true, check_file_hash: true, progress: false })?;
+    a.stream(
+        &mut out,
+        &DecodeOptions { check_tensor_hashes: true, check_file_hash: true, check_stored: true, progress: false },
+    )?;
     Ok(out)
 }
 
@@ -115,6 +118,44 @@ fn a_flipped_byte_in_any_tensor_is_caught_and_named() {
     let idx = arch.len() - 60;
     bad[idx] ^= 1;
     assert_eq!(decode(&bad).unwrap_err().kind(), ErrorKind::Corruption);
+}
+
+#[test]
+fn reads_check_the_stored_bytes_only_to_place_a_failure_and_verify_always() {
+    let file = model_file(4);
+    let arch = compress(&file, "zstd:level=3", 4 << 20);
+    let a = Archive::open(&arch).unwrap();
+    let t = a.index.tensors.iter().position(|r| !r.chunks.is_empty()).unwrap();
+    let c = a.index.tensors[t].chunks[0];
+    // a flipped stored byte fails the decode or its xxh3, and the stored
+    // bytes' xxh3 then says the archive is damaged, on every read path
+    let mut bad = arch.clone();
+    bad[(c.offset() + c.encoded_len() / 2) as usize] ^= 0x10;
+    let b = Archive::open(&bad).unwrap();
+    let mut out = vec![0u8; b.index.tensors[t].size as usize];
+    let quick = DecodeOptions { check_stored: false, ..Default::default() };
+    for e in [
+        b.read_tensor(t).unwrap_err(),
+        b.read_tensor_into(t, &mut out, false).unwrap_err(),
+        b.stream(&mut Vec::new(), &quick).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+        assert!(e.message().contains("the archive is damaged"), "{e}");
+        assert!(e.message().contains(&format!("tensor '{}'", a.index.tensors[t].name)), "{e}");
+    }
+    // a wrong stored xxh3 beside bytes that decode right: reads, which the
+    // decoded xxh3 checks, give the right bytes; a stream that checks the
+    // stored bytes first (verify's) refuses it
+    let mut lying = Archive::open(&arch).unwrap();
+    lying.index.tensors[t].chunks[0].3 ^= 1;
+    let st = SafeTensors::parse(&file).unwrap();
+    assert!(lying.read_tensor(t).unwrap() == st.get(&a.index.tensors[t].name).unwrap().data);
+    let mut back = Vec::new();
+    lying.stream(&mut back, &quick).unwrap();
+    assert!(back == file);
+    let full = DecodeOptions { check_stored: true, ..quick };
+    let e = lying.stream(&mut Vec::new(), &full).unwrap_err();
+    assert!(e.message().contains("the archive is damaged"), "{e}");
 }
 
 #[test]

@@ -369,8 +369,16 @@ fn every_example_round_trips_through_the_container() {
                 .unwrap_or_else(|e| panic!("{what}: compress: {e}"));
             let a = Archive::open(&arch).unwrap_or_else(|e| panic!("{what}: open: {e}"));
             let mut out = Vec::new();
-            a.stream(&mut out, &DecodeOptions { check_tensor_hashes: true, check_file_hash: true, progress: false })
-                .unwrap_or_else(|e| panic!("{what}: decode: {e}"));
+            a.stream(
+                &mut out,
+                &DecodeOptions {
+                    check_tensor_hashes: true,
+                    check_file_hash: true,
+                    check_stored: true,
+                    progress: false,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{what}: decode: {e}"));
             assert_eq!(weightlab::io::sha256_hex(&out), a.index.output_sha256, "{what}: output hash");
             let lossless = build(ex).unwrap().fidelity().is_lossless();
             if lossless {

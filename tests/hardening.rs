@@ -142,7 +142,12 @@ fn lying_indexes_are_refused_when_opened() {
             Archive::open(&bytes).and_then(|a| {
                 a.stream(
                     &mut std::io::sink(),
-                    &DecodeOptions { check_tensor_hashes: true, check_file_hash: true, progress: false },
+                    &DecodeOptions {
+                        check_tensor_hashes: true,
+                        check_file_hash: true,
+                        check_stored: true,
+                        progress: false,
+                    },
                 )
             })
         });

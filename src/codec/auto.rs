@@ -265,7 +265,7 @@ mod tests {
         let (exp, _) = size("exp:gain=2");
         assert!(auto.len() * 10 < exp.len() * 9, "per chunk {} against exp {}", auto.len(), exp.len());
         let mut back = Vec::new();
-        let opts = DecodeOptions { check_tensor_hashes: true, check_file_hash: true, progress: false };
+        let opts = DecodeOptions { check_tensor_hashes: true, check_file_hash: true, check_stored: true, progress: false };
         Archive::open(&auto).unwrap().stream(&mut back, &opts).unwrap();
         assert!(back == file);
     }
