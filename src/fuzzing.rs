@@ -237,12 +237,29 @@ pub fn codec_decode(data: &[u8]) {
         if codec.fidelity().is_lossless() {
             assert!(out == input, "{}: lossless round trip changed the bytes", codec.spec());
         }
+        hashes_what_it_decodes(codec, &info, &enc, &out);
     } else {
         let len = case.len as usize % (MAX_DECODED + 1);
         let (shape, offset) = case.layout(len);
         let info = ChunkInfo { name: "fuzz.weight", dtype, shape: &shape, offset };
         let mut out = vec![0u8; len];
-        let _ = codec.decode(&info, rest, &mut out);
+        if codec.decode(&info, rest, &mut out).is_ok() {
+            hashes_what_it_decodes(codec, &info, rest, &out);
+        }
+    }
+}
+
+/// `decode_xxh3` (which a codec may fuse with its decode) decodes what
+/// `decode` did into `out` and returns its xxh3: the archive's reads check
+/// a chunk by that hash alone.
+fn hashes_what_it_decodes(codec: &dyn Codec, info: &ChunkInfo, enc: &[u8], out: &[u8]) {
+    let mut again = vec![0u8; out.len()];
+    match codec.decode_xxh3(info, enc, &mut again) {
+        Ok(h) => {
+            assert!(again == out, "{}: decode_xxh3 decoded other bytes than decode", codec.spec());
+            assert_eq!(h, crate::container::xxh3_64(out), "{}: decode_xxh3 returned another hash", codec.spec());
+        }
+        Err(e) => panic!("{}: decode succeeded, decode_xxh3 failed: {e}", codec.spec()),
     }
 }
 
@@ -334,8 +351,8 @@ pub fn archive_index(data: &[u8]) {
 /// The JSON-aware index mutations of [`archive_index`].
 pub mod index_mutator {
     use crate::container::format::{HEADER_LEN, TRAILER_LEN, Trailer, unpack_meta};
+    use crate::container::xxh3_64;
     use serde_json::Value;
-    use xxhash_rust::xxh3::xxh3_64;
 
     /// Reads the mutation program: bytes as small integers, zero when out.
     struct Ops<'a>(&'a [u8]);
@@ -642,7 +659,7 @@ pub fn safetensors(data: &[u8]) {
     if total > 4 << 20 {
         return;
     }
-    let h = xxhash_rust::xxh3::xxh3_64(data);
+    let h = crate::container::xxh3_64(data);
     let specs = ["raw", "lz4", "zstd:level=1", "planes>lz4", "exp", "auto"];
     let spec = specs[h as usize % specs.len()];
     let chunk = [64usize, 100, 1000, 4096][(h >> 8) as usize % 4];

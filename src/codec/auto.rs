@@ -152,16 +152,26 @@ impl Codec for Auto {
         super::build(&spec)?.encode(info, data, out)
     }
     fn decode(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()> {
-        let mut r = Reader::new(input, "auto");
-        let n = r.u8()? as usize;
-        let spec = std::str::from_utf8(r.bytes(n)?).map_err(|_| Error::corrupt("auto: codec spec is not UTF-8"))?;
-        let parsed = super::CodecSpec::parse(spec).map_err(|e| Error::corrupt(format!("auto: recorded spec: {e}")))?;
-        if parsed.stages.iter().any(|s| s.name == "auto") {
-            return Err(Error::corrupt("auto: recorded spec refers to auto"));
-        }
-        let c = super::build_spec(&parsed).map_err(|e| Error::corrupt(format!("auto: recorded spec '{spec}': {e}")))?;
-        c.decode(info, r.rest(), out)
+        let (c, rest) = recorded(input)?;
+        c.decode(info, rest, out)
     }
+    fn decode_xxh3(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<u64> {
+        let (c, rest) = recorded(input)?;
+        c.decode_xxh3(info, rest, out)
+    }
+}
+
+/// The codec a chunk of `auto` records, and the stream it encoded.
+fn recorded(input: &[u8]) -> Result<(Box<dyn Codec>, &[u8])> {
+    let mut r = Reader::new(input, "auto");
+    let n = r.u8()? as usize;
+    let spec = std::str::from_utf8(r.bytes(n)?).map_err(|_| Error::corrupt("auto: codec spec is not UTF-8"))?;
+    let parsed = super::CodecSpec::parse(spec).map_err(|e| Error::corrupt(format!("auto: recorded spec: {e}")))?;
+    if parsed.stages.iter().any(|s| s.name == "auto") {
+        return Err(Error::corrupt("auto: recorded spec refers to auto"));
+    }
+    let c = super::build_spec(&parsed).map_err(|e| Error::corrupt(format!("auto: recorded spec '{spec}': {e}")))?;
+    Ok((c, r.rest()))
 }
 
 #[cfg(test)]
@@ -265,7 +275,8 @@ mod tests {
         let (exp, _) = size("exp:gain=2");
         assert!(auto.len() * 10 < exp.len() * 9, "per chunk {} against exp {}", auto.len(), exp.len());
         let mut back = Vec::new();
-        let opts = DecodeOptions { check_tensor_hashes: true, check_file_hash: true, check_stored: true, progress: false };
+        let opts =
+            DecodeOptions { check_tensor_hashes: true, check_file_hash: true, check_stored: true, progress: false };
         Archive::open(&auto).unwrap().stream(&mut back, &opts).unwrap();
         assert!(back == file);
     }

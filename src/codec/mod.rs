@@ -102,6 +102,15 @@ pub trait Codec: Send + Sync {
     /// Decode `input` into `out`, which has exactly the chunk's original byte
     /// length. Must never panic on malformed input: return an error instead.
     fn decode(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<()>;
+    /// [`Codec::decode`], returning the xxh3-64 of `out` (which the archive
+    /// checks). A codec that writes its output in one pass overrides this to
+    /// hash each piece while it is still in cache: hashing a 4 MiB chunk
+    /// after it is written reads it back from memory, at 11 GB/s against
+    /// 38 GB/s for 64 KiB in cache (twox-hash, one core of a 2-core Xeon).
+    fn decode_xxh3(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<u64> {
+        self.decode(info, input, out)?;
+        Ok(crate::container::xxh3_64(out))
+    }
     /// A meta-codec (`auto`) picks a concrete codec for a tensor; the archive
     /// records the pick. Concrete codecs return `None`.
     fn resolve(&self, _t: &TensorView) -> Result<Option<Box<dyn Codec>>> {

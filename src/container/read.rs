@@ -2,7 +2,7 @@
 //! stream the original file back out, verify every checksum.
 
 use super::format::*;
-use xxhash_rust::xxh3::xxh3_64;
+use super::xxh3_64;
 use crate::codec::{self, ChunkInfo, Codec};
 use crate::error::{Error, Result, ResultExt};
 use crate::io::hex;
@@ -168,11 +168,11 @@ impl<'a> Archive<'a> {
             return Err(damaged());
         }
         let checked = codec
-            .decode(&self.chunk_info(t, offset), payload, out)
+            .decode_xxh3(&self.chunk_info(t, offset), payload, out)
             .map_err(as_damage)
             .with_context(where_)
-            .and_then(|()| {
-                if xxh3_64(out) == e.decoded_xxh3() {
+            .and_then(|h| {
+                if h == e.decoded_xxh3() {
                     Ok(())
                 } else {
                     Err(Error::corrupt(format!("{}: decoded bytes do not match their checksum", where_())))

@@ -1,6 +1,7 @@
 //! Writing archives: safetensors in, chunks encoded in parallel, streamed out.
 
 use super::format::*;
+use super::xxh3_64;
 use crate::codec::{self, ChunkInfo, Codec};
 use crate::error::{Error, Result, ResultExt};
 use crate::io::hex;
@@ -9,7 +10,6 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
-use xxhash_rust::xxh3::xxh3_64;
 
 pub const DEFAULT_CHUNK_SIZE: usize = 4 << 20;
 /// The codec `weightlab compress` uses when none is given.

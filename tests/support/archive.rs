@@ -11,7 +11,7 @@ pub fn rewrite_index(arch: &[u8], index: &Index) -> Vec<u8> {
     out.extend_from_slice(&json);
     out.extend_from_slice(&(off as u64).to_le_bytes());
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&json).to_le_bytes());
+    out.extend_from_slice(&weightlab::container::xxh3_64(&json).to_le_bytes());
     out.extend_from_slice(&[0u8; 8]);
     out.extend_from_slice(b"WLABEND\n");
     out
