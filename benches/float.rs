@@ -1,6 +1,8 @@
 //! Float codec benches: the rANS back end on exponent-like symbols, and
 //! `exp` against zstd and planes>zstd on seeded Gaussian BF16 / F16 / F32
-//! weights (throughput in original bytes, one thread).
+//! weights (throughput in original bytes, one thread), and each decode with
+//! the xxh3 of its output as an archive read checks it (`decode then xxh3`
+//! hashes after the decode, `decode_xxh3` as the codec does it).
 //!
 //! cargo bench --bench float
 
@@ -71,6 +73,17 @@ fn codecs(c: &mut Criterion) {
             let mut out = vec![0u8; data.len()];
             g.bench_with_input(BenchmarkId::new("decode", spec), &enc, |b, e| {
                 b.iter(|| codec.decode(&info, black_box(e), &mut out).unwrap())
+            });
+            // What an archive read does: the decode and the xxh3 of its
+            // output, hashed after the decode and as the codec does it.
+            g.bench_with_input(BenchmarkId::new("decode then xxh3", spec), &enc, |b, e| {
+                b.iter(|| {
+                    codec.decode(&info, black_box(e), &mut out).unwrap();
+                    weightlab::container::xxh3_64(&out)
+                })
+            });
+            g.bench_with_input(BenchmarkId::new("decode_xxh3", spec), &enc, |b, e| {
+                b.iter(|| codec.decode_xxh3(&info, black_box(e), &mut out).unwrap())
             });
         }
         g.finish();

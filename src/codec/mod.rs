@@ -107,6 +107,10 @@ pub trait Codec: Send + Sync {
     /// hash each piece while it is still in cache: hashing a 4 MiB chunk
     /// after it is written reads it back from memory, at 11 GB/s against
     /// 38 GB/s for 64 KiB in cache (twox-hash, one core of a 2-core Xeon).
+    /// `cargo bench --bench float -- BF16/decode` on that Xeon, `exp` on a
+    /// 4 MiB BF16 chunk: decode 1.361 ms, decode then xxh3 1.515 ms,
+    /// `decode_xxh3` 1.409 ms (a third of the hashing's cost, with the
+    /// bench's output buffer warm in cache).
     fn decode_xxh3(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<u64> {
         self.decode(info, input, out)?;
         Ok(crate::container::xxh3_64(out))
