@@ -27,6 +27,13 @@ pub fn xxh3_64(bytes: &[u8]) -> u64 {
     twox_hash::XxHash3_64::oneshot(bytes)
 }
 
+/// [`xxh3_64`] of bytes given in pieces ([`std::hash::Hasher::write`] each
+/// in order; `finish` is the hash of them all, the same as `xxh3_64` of
+/// their concatenation).
+pub fn xxh3_hasher() -> impl std::hash::Hasher {
+    twox_hash::XxHash3_64::with_seed(0)
+}
+
 /// Whether [`pipelined`], called now, runs its sink on a thread of its own
 /// (a one-thread pool): callers move work to the sink then (checksums,
 /// writes), since it has a core to itself.

@@ -21,6 +21,7 @@ use crate::codec::entropy::{decode_parts, decode_stream, encode_stream, encode_s
 use crate::codec::{ChunkInfo, Codec, Fidelity, Params, Reader, StageDef, StageKind, with_block};
 use crate::error::{Error, Result};
 use crate::tensor::DType;
+use std::hash::Hasher;
 use std::mem::MaybeUninit;
 
 /// The default of `gain` (see [`Exp`]).
@@ -148,9 +149,9 @@ impl Codec for Exp {
         decode(info, input, out, Assembly::best(), &mut |_| {})
     }
     fn decode_xxh3(&self, info: &ChunkInfo, input: &[u8], out: &mut [u8]) -> Result<u64> {
-        let mut h = twox_hash::XxHash3_64::with_seed(0);
-        decode(info, input, out, Assembly::best(), &mut |piece| std::hash::Hasher::write(&mut h, piece))?;
-        Ok(std::hash::Hasher::finish(&h))
+        let mut h = crate::container::xxh3_hasher();
+        decode(info, input, out, Assembly::best(), &mut |piece| h.write(piece))?;
+        Ok(h.finish())
     }
 }
 
@@ -158,6 +159,13 @@ impl Codec for Exp {
 /// `tap` (16 KiB of BF16, 32 KiB of F32: in L1 still when it is hashed); a
 /// multiple of 64.
 const TAP_ELEMENTS: usize = 8192;
+
+/// The blocks `(start, end)` of [`TAP_ELEMENTS`] elements (the last one
+/// shorter) that cover elements `0..n`, in order.
+#[cfg(target_arch = "x86_64")]
+fn tap_blocks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n).step_by(TAP_ELEMENTS).map(move |a| (a, (a + TAP_ELEMENTS).min(n)))
+}
 
 /// The 16-bit head of an element from its `E` and `SM` symbols (the inverse
 /// of [`split_head`]).
@@ -449,8 +457,7 @@ mod fused {
         };
         match lower {
             None => {
-                for a in (0..n).step_by(super::TAP_ELEMENTS) {
-                    let b = (a + super::TAP_ELEMENTS).min(n);
+                for (a, b) in super::tap_blocks(n) {
                     for i in (a..b).step_by(64) {
                         let left = (n - i).min(64);
                         let (_, h0, h1) = heads(i, valid(left));
@@ -463,8 +470,7 @@ mod fused {
                 }
             }
             Some((mut p1, mut p0)) => {
-                for a in (0..n).step_by(super::TAP_ELEMENTS) {
-                    let b = (a + super::TAP_ELEMENTS).min(n);
+                for (a, b) in super::tap_blocks(n) {
                     for i in (a..b).step_by(64) {
                         let left = (n - i).min(64);
                         let k = valid(left);
@@ -610,7 +616,6 @@ mod fused2 {
         let n = e.len();
         debug_assert!(out.len() == 2 * n && lower.is_none() || out.len() == 4 * n && lower.is_some());
         let full = n / 32 * 32;
-        let blocks = || (0..full).step_by(super::TAP_ELEMENTS).map(|a| (a, (a + super::TAP_ELEMENTS).min(full)));
         let m7f = _mm256_set1_epi8(0x7f);
         // The heads of the 32 elements from `i` as two registers of 16-bit
         // words, per 128-bit half: (0-7, 16-23) and (8-15, 24-31).
@@ -629,7 +634,7 @@ mod fused2 {
         };
         match lower {
             None => {
-                for (a, b) in blocks() {
+                for (a, b) in super::tap_blocks(full) {
                     for i in (a..b).step_by(32) {
                         let (_, h0, h1) = heads(i);
                         store(out, 2 * i, _mm256_permute2x128_si256::<0x20>(h0, h1));
@@ -644,7 +649,7 @@ mod fused2 {
                 tap(&out[2 * full..]);
             }
             Some((mut p1, mut p0)) => {
-                for (a, b) in blocks() {
+                for (a, b) in super::tap_blocks(full) {
                     for i in (a..b).step_by(32) {
                         let (ev, h0, h1) = heads(i);
                         let (v1, v0) = (p1.next(i, ev), p0.next(i, ev));
